@@ -1,0 +1,128 @@
+//! The VM configuration in Firecracker's JSON shapes, shared by the `--config-file` path and
+//! the REST API, plus validation that names the bad field and value.
+
+mod validate;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub use validate::{host_memory_mib, ConfigError, MAX_CMDLINE_LEN, MAX_VCPUS};
+
+/// Boot arguments used when the user gives none (Firecracker's defaults).
+pub const DEFAULT_BOOT_ARGS: &str = "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=1 \
+i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+
+/// A whole VM: what `--config-file` holds and what `GET /vm/config` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    #[serde(
+        rename = "boot-source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_source: Option<BootSourceConfig>,
+    #[serde(rename = "machine-config", default)]
+    pub machine_config: MachineConfig,
+    #[serde(default)]
+    pub drives: Vec<DriveConfig>,
+    #[serde(rename = "network-interfaces", default)]
+    pub network_interfaces: Vec<NetworkInterfaceConfig>,
+}
+
+/// `boot-source`: the kernel, its command line and an optional initrd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSourceConfig {
+    pub kernel_image_path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_args: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<PathBuf>,
+}
+
+impl BootSourceConfig {
+    /// The command line the guest gets before devices append theirs.
+    pub fn boot_args_or_default(&self) -> &str {
+        self.boot_args.as_deref().unwrap_or(DEFAULT_BOOT_ARGS)
+    }
+}
+
+/// `machine-config`: vCPUs and memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    pub vcpu_count: u8,
+    pub mem_size_mib: usize,
+    #[serde(default)]
+    pub smt: bool,
+    #[serde(default)]
+    pub track_dirty_pages: bool,
+    /// Accepted for compatibility; only "None" (no huge pages) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<String>,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            vcpu_count: 1,
+            mem_size_mib: 128,
+            smt: false,
+            track_dirty_pages: false,
+            huge_pages: None,
+        }
+    }
+}
+
+/// How guest writes reach the backing file of a drive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheType {
+    /// Flush requests are acknowledged without syncing the file (Firecracker's default).
+    #[default]
+    Unsafe,
+    /// Flush requests `fsync` the backing file before they are acknowledged.
+    Writeback,
+}
+
+/// One entry of `drives`: a virtio-block device backed by a host file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveConfig {
+    pub drive_id: String,
+    pub path_on_host: PathBuf,
+    pub is_root_device: bool,
+    #[serde(default)]
+    pub is_read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partuuid: Option<String>,
+    #[serde(default)]
+    pub cache_type: CacheType,
+    /// Accepted for compatibility; only "Sync" is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_engine: Option<String>,
+    /// Rate limiters are not implemented; a config that sets one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter: Option<serde_json::Value>,
+}
+
+/// One entry of `network-interfaces`: a virtio-net device backed by a host TAP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterfaceConfig {
+    pub iface_id: String,
+    pub host_dev_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_rate_limiter: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_rate_limiter: Option<serde_json::Value>,
+}
+
+impl VmConfig {
+    /// Parses a JSON config; errors carry serde's line and column.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))
+    }
+}

@@ -1,0 +1,1 @@
+//! Virtio devices: the virtio-mmio transport and the block and net backends.

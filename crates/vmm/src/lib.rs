@@ -1,0 +1,5 @@
+//! Ember's VMM library: build and run one KVM microVM.
+
+pub mod config;
+pub mod devices;
+pub mod vstate;
