@@ -1,0 +1,3 @@
+//! Architecture support. Ember targets x86_64 only.
+
+pub mod x86_64;
