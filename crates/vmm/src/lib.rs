@@ -3,4 +3,5 @@
 pub mod arch;
 pub mod config;
 pub mod devices;
+pub mod rpc;
 pub mod vstate;

@@ -1,0 +1,227 @@
+use super::*;
+use crate::config::CacheType;
+use crate::rpc::{DriveUpdate, VmmAction::*};
+
+fn drive(id: &str, root: bool) -> DriveConfig {
+    DriveConfig {
+        drive_id: id.into(),
+        path_on_host: format!("/img/{id}").into(),
+        is_root_device: root,
+        is_read_only: false,
+        partuuid: None,
+        cache_type: CacheType::Unsafe,
+        io_engine: None,
+        rate_limiter: None,
+    }
+}
+
+fn iface(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
+    NetworkInterfaceConfig {
+        iface_id: id.into(),
+        host_dev_name: tap.into(),
+        guest_mac: mac.map(Into::into),
+        rx_rate_limiter: None,
+        tx_rate_limiter: None,
+    }
+}
+
+fn kernel(args: &str) -> BootSourceConfig {
+    BootSourceConfig {
+        kernel_image_path: "/k".into(),
+        boot_args: Some(args.into()),
+        initrd_path: None,
+    }
+}
+
+fn apply(cfg: &mut PrebootConfigurator, action: VmmAction) -> VmmResponse {
+    cfg.apply(&action).expect("a pre-boot action")
+}
+
+fn drive_ids(cfg: &PrebootConfigurator) -> Vec<&str> {
+    cfg.config()
+        .drives
+        .iter()
+        .map(|d| d.drive_id.as_str())
+        .collect()
+}
+
+#[test]
+fn get_machine_config_returns_defaults_before_any_put() {
+    let mut cfg = PrebootConfigurator::default();
+    let got = apply(&mut cfg, GetMachineConfig).unwrap();
+    assert_eq!(got, VmmData::MachineConfig(MachineConfig::default()));
+}
+
+#[test]
+fn boot_source_is_replaced_and_validated() {
+    let mut cfg = PrebootConfigurator::default();
+    apply(&mut cfg, ConfigureBootSource(kernel("console=ttyS0"))).unwrap();
+    apply(&mut cfg, ConfigureBootSource(kernel("quiet"))).unwrap();
+    let boot = cfg.config().boot_source.as_ref().unwrap();
+    assert_eq!(boot.boot_args.as_deref(), Some("quiet"));
+    let long = kernel(&"x".repeat(4096));
+    let err = apply(&mut cfg, ConfigureBootSource(long)).unwrap_err();
+    assert!(matches!(
+        err,
+        VmmActionError::InvalidConfig(ConfigError::CmdlineTooLong { .. })
+    ));
+    let boot = cfg.config().boot_source.as_ref().unwrap();
+    assert_eq!(
+        boot.boot_args.as_deref(),
+        Some("quiet"),
+        "refused change kept"
+    );
+}
+
+#[test]
+fn put_machine_config_replaces_and_patch_merges() {
+    let mut cfg = PrebootConfigurator::default();
+    let machine = MachineConfig {
+        vcpu_count: 2,
+        mem_size_mib: 256,
+        smt: true,
+        ..MachineConfig::default()
+    };
+    apply(&mut cfg, PutMachineConfig(machine)).unwrap();
+    let update = MachineConfigUpdate {
+        mem_size_mib: Some(512),
+        ..Default::default()
+    };
+    apply(&mut cfg, PatchMachineConfig(update)).unwrap();
+    let got = &cfg.config().machine_config;
+    assert_eq!((got.vcpu_count, got.mem_size_mib, got.smt), (2, 512, true));
+}
+
+#[test]
+fn invalid_machine_config_is_refused_whole() {
+    let mut cfg = PrebootConfigurator::default();
+    let update = MachineConfigUpdate {
+        vcpu_count: Some(3),
+        smt: Some(true),
+        mem_size_mib: Some(64),
+        ..Default::default()
+    };
+    let err = apply(&mut cfg, PatchMachineConfig(update)).unwrap_err();
+    assert_eq!(err, ConfigError::VcpuCountSmt(3).into());
+    assert_eq!(cfg.config().machine_config, MachineConfig::default());
+    let err = apply(&mut cfg, PatchMachineConfig(Default::default())).unwrap_err();
+    assert_eq!(err, VmmActionError::EmptyPatch);
+}
+
+#[test]
+fn put_drive_with_existing_id_replaces_it() {
+    let mut cfg = PrebootConfigurator::default();
+    apply(&mut cfg, InsertDrive(drive("data", false))).unwrap();
+    let mut again = drive("data", false);
+    again.is_read_only = true;
+    apply(&mut cfg, InsertDrive(again)).unwrap();
+    assert_eq!(cfg.config().drives.len(), 1);
+    assert!(cfg.config().drives[0].is_read_only);
+}
+
+#[test]
+fn root_drive_goes_first_and_a_second_is_refused() {
+    let mut cfg = PrebootConfigurator::default();
+    apply(&mut cfg, InsertDrive(drive("data", false))).unwrap();
+    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
+    assert_eq!(drive_ids(&cfg), ["rootfs", "data"]);
+    let err = apply(&mut cfg, InsertDrive(drive("other", true))).unwrap_err();
+    assert_eq!(err, VmmActionError::RootDeviceExists);
+    assert_eq!(
+        err.to_string(),
+        "A root block device already exists!",
+        "Firecracker's wording"
+    );
+    // Updating the root drive itself is fine, and so is making a data drive root once the
+    // old root is demoted.
+    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
+    apply(&mut cfg, InsertDrive(drive("rootfs", false))).unwrap();
+    apply(&mut cfg, InsertDrive(drive("data", true))).unwrap();
+    assert_eq!(drive_ids(&cfg), ["data", "rootfs"]);
+}
+
+#[test]
+fn drive_ids_and_rate_limiters_are_validated() {
+    let mut cfg = PrebootConfigurator::default();
+    let err = apply(&mut cfg, InsertDrive(drive("bad id", false))).unwrap_err();
+    assert!(matches!(
+        err,
+        VmmActionError::InvalidConfig(ConfigError::BadId(..))
+    ));
+    let mut limited = drive("data", false);
+    limited.rate_limiter = Some(serde_json::json!({}));
+    let err = apply(&mut cfg, InsertDrive(limited)).unwrap_err();
+    assert!(matches!(
+        err,
+        VmmActionError::InvalidConfig(ConfigError::RateLimiter(_))
+    ));
+    assert!(cfg.config().drives.is_empty());
+}
+
+#[test]
+fn network_interfaces_replace_by_id_and_keep_macs_unique() {
+    let mut cfg = PrebootConfigurator::default();
+    let mac = "06:00:AC:10:00:02";
+    apply(
+        &mut cfg,
+        InsertNetworkInterface(iface("eth0", "tap0", Some(mac))),
+    )
+    .unwrap();
+    apply(
+        &mut cfg,
+        InsertNetworkInterface(iface("eth0", "tap1", Some(mac))),
+    )
+    .unwrap();
+    assert_eq!(cfg.config().network_interfaces.len(), 1);
+    assert_eq!(cfg.config().network_interfaces[0].host_dev_name, "tap1");
+    let lower = "06:00:ac:10:00:02";
+    let err = apply(
+        &mut cfg,
+        InsertNetworkInterface(iface("eth1", "tap2", Some(lower))),
+    )
+    .unwrap_err();
+    assert_eq!(err, VmmActionError::GuestMacInUse(lower.into()));
+    let err = apply(
+        &mut cfg,
+        InsertNetworkInterface(iface("eth1", "tap1", None)),
+    )
+    .unwrap_err();
+    assert_eq!(err, ConfigError::DuplicateHostDev("tap1".into()).into());
+}
+
+#[test]
+fn post_boot_actions_are_refused_before_start() {
+    let mut cfg = PrebootConfigurator::default();
+    let patch = DriveUpdate {
+        drive_id: "rootfs".into(),
+        path_on_host: Some("/new".into()),
+        rate_limiter: None,
+    };
+    for action in [Pause, Resume, SendCtrlAltDel, PatchDrive(patch)] {
+        let err = apply(&mut cfg, action).unwrap_err();
+        assert_eq!(err, VmmActionError::NotSupportedBeforeStart);
+    }
+}
+
+#[test]
+fn vmm_thread_actions_are_left_to_it() {
+    let mut cfg = PrebootConfigurator::default();
+    for action in [StartInstance, FlushMetrics, GetInstanceInfo, GetVersion] {
+        assert_eq!(cfg.apply(&action), None);
+    }
+}
+
+#[test]
+fn start_needs_a_kernel_and_returns_the_config() {
+    let mut cfg = PrebootConfigurator::default();
+    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
+    assert_eq!(
+        cfg.config_for_start(),
+        Err(VmmActionError::MissingKernelConfig)
+    );
+    apply(&mut cfg, ConfigureBootSource(kernel("console=ttyS0"))).unwrap();
+    let config = cfg.config_for_start().unwrap();
+    assert_eq!(config.drives.len(), 1);
+    let got = apply(&mut cfg, GetVmConfig).unwrap();
+    assert_eq!(got, VmmData::VmConfig(config));
+}
