@@ -30,7 +30,7 @@ pub enum MptableError {
 
 /// Writes the MP floating pointer and configuration table for `num_cpus` CPUs into the EBDA.
 pub fn setup_mptable<M: GuestMemoryBackend>(mem: &M, num_cpus: u8) -> Result<(), MptableError> {
-    if num_cpus >= 0xff {
+    if num_cpus == u8::MAX {
         return Err(MptableError::TooManyCpus(num_cpus));
     }
     let config_addr = EBDA_START + 16;
