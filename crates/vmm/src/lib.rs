@@ -1,7 +1,11 @@
 //! Ember's VMM library: build and run one KVM microVM.
 
 pub mod arch;
+pub mod builder;
 pub mod config;
 pub mod devices;
+pub mod event_loop;
+pub mod loader;
+pub mod microvm;
 pub mod rpc;
 pub mod vstate;

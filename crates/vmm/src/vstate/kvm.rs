@@ -59,13 +59,17 @@ pub fn check_kernel_for_host(kernel: &Path) -> Result<(), KvmError> {
     Err(KvmError::PvmKernelRequired(kernel.display().to_string()))
 }
 
-/// PVM guest kernels carry `pvm_`-prefixed symbols and strings; ordinary kernels do not.
-/// (An unreadable file is left for the kernel loader to report.)
+/// Names only a PVM-enabled guest kernel carries: its early PVM setup and its hypervisor
+/// descriptor. (A bare `pvm_` is not enough: mm/vmalloc.c has `pvm_find_va_enclose_addr`.)
+const PVM_GUEST_MARKERS: [&[u8]; 2] = [b"pvm_early_setup", b"x86_hyper_pvm"];
+
+/// Scans the kernel image for PVM guest markers. (An unreadable file is left for the kernel
+/// loader to report.)
 fn kernel_mentions_pvm(kernel: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(kernel) else {
-        return true;
-    };
-    contains_marker(file, b"pvm_")
+    PVM_GUEST_MARKERS.iter().any(|marker| match std::fs::File::open(kernel) {
+        Ok(file) => contains_marker(file, marker),
+        Err(_) => true,
+    })
 }
 
 fn contains_marker(mut reader: impl Read, marker: &[u8]) -> bool {

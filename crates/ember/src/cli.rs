@@ -1,0 +1,84 @@
+//! Command-line options and the `--no-api --config-file` launch path.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Instant;
+use vmm::builder::{build_microvm, BuildOptions};
+use vmm::config::VmConfig;
+use vmm::event_loop::VmmEventManager;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ember",
+    version,
+    about = "A KVM microVM monitor with a Firecracker-compatible API"
+)]
+pub struct Args {
+    /// Path to the API socket.
+    #[arg(long, default_value = "/run/ember.socket")]
+    pub api_sock: PathBuf,
+    /// Start the microVM from this JSON configuration file (Firecracker's format).
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// Do not serve the API; requires --config-file.
+    #[arg(long, requires = "config_file")]
+    pub no_api: bool,
+    /// Instance id, shown by `GET /` and in log lines.
+    #[arg(long, default_value = "anonymous-instance")]
+    pub id: String,
+    /// Log level: Error, Warning, Info, Debug, Trace or Off.
+    #[arg(long, default_value = "Warning")]
+    pub level: String,
+    /// Write the log here instead of stderr.
+    #[arg(long)]
+    pub log_path: Option<PathBuf>,
+    /// Log the guest's boot time when it writes 123 to MMIO 0xc0000000 (Firecracker's boot timer).
+    #[arg(long)]
+    pub boot_timer: bool,
+}
+
+fn read_config(path: &std::path::Path) -> Result<VmConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let config = VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    config
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// Runs Ember; returns the process exit code, or an error line for stderr.
+pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
+    let level = crate::logger::parse_level(&args.level)?;
+    // Boot-timer lines are Info: make sure they show when the timer is asked for.
+    let level = if args.boot_timer {
+        level.max(log::LevelFilter::Info)
+    } else {
+        level
+    };
+    crate::logger::init(&args.id, level, args.log_path.as_deref())?;
+    if !args.no_api {
+        return Err("the API server is not available yet: use --no-api --config-file".into());
+    }
+    let path = args
+        .config_file
+        .as_deref()
+        .ok_or("--no-api needs --config-file")?;
+    let config = read_config(path)?;
+    let options = BuildOptions {
+        process_start,
+        boot_timer: args.boot_timer,
+    };
+    let mut event_manager =
+        VmmEventManager::new().map_err(|e| format!("cannot create the event loop: {e:?}"))?;
+    let mut microvm =
+        build_microvm(&config, &mut event_manager, &options).map_err(|e| e.to_string())?;
+    let exit = microvm.run_until_exit(&mut event_manager);
+    let code = exit.exit_code();
+    if code != 0 {
+        eprintln!("ember: {exit}");
+    } else {
+        log::info!("{exit}");
+    }
+    Ok(code as u8)
+}

@@ -1,0 +1,232 @@
+//! `VmConfig` -> a running `MicroVm`: memory, kernel, devices, vCPUs. Nothing else.
+
+use crate::arch::x86_64::boot_params::{
+    write_pvh_start_info, write_zero_page, BootInfo, BootParamsError,
+};
+use crate::arch::x86_64::cpuid::CpuTopology;
+use crate::arch::x86_64::layout::{BOOT_TIMER_SIZE, BOOT_TIMER_START, KEYBOARD_IRQ, SERIAL_IRQ};
+use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
+use crate::arch::x86_64::regs::BootProtocol;
+use crate::config::{ConfigError, VmConfig};
+use crate::devices::bus::BusError;
+use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
+use crate::devices::legacy::serial::{SERIAL_PORT_BASE, SERIAL_PORT_LEN};
+use crate::devices::legacy::{BootTimer, SerialConsole, I8042};
+use crate::devices::Bus;
+use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
+use crate::loader::{self, LoaderError};
+use crate::microvm::{MicroVm, VcpuHandle};
+use crate::vstate::kvm::{self, KvmError};
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::{configure_vcpu, VcpuError, VcpuRunner};
+use crate::vstate::vm::{Vm, VmError};
+use event_manager::SubscriberOps;
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Cap;
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use vmm_sys_util::eventfd::EventFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Kvm(#[from] KvmError),
+    #[error("{0}")]
+    Memory(#[from] MemoryError),
+    #[error("{0}")]
+    Vm(#[from] VmError),
+    #[error("{0}")]
+    Loader(#[from] LoaderError),
+    #[error("{0}")]
+    BootParams(#[from] BootParamsError),
+    #[error("{0}")]
+    Mptable(#[from] MptableError),
+    #[error("{0}")]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot place a device: {0}")]
+    Bus(#[from] BusError),
+    #[error("cannot get the CPUID KVM supports: {0}")]
+    SupportedCpuid(kvm_ioctls::Error),
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("cannot start vCPU thread {index}: {source}")]
+    SpawnVcpu { index: u8, source: std::io::Error },
+    #[error("{0} are not supported yet")]
+    NotSupportedYet(&'static str),
+}
+
+/// Choices that are not part of the VM's configuration.
+pub struct BuildOptions {
+    /// When the process started, for the boot timer.
+    pub process_start: Instant,
+    /// Map Firecracker's boot timer device.
+    pub boot_timer: bool,
+}
+
+fn event_fd() -> Result<EventFd, BuildError> {
+    EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)
+}
+
+fn clone_fd(fd: &EventFd) -> Result<EventFd, BuildError> {
+    fd.try_clone().map_err(BuildError::EventFd)
+}
+
+/// Legacy devices and the fds that tie them to the loop.
+struct LegacyDevices {
+    serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
+    i8042: Arc<Mutex<I8042>>,
+    reset: EventFd,
+}
+
+fn attach_legacy_devices(
+    vm: &Vm,
+    pio_bus: &mut Bus,
+    mmio_bus: &mut Bus,
+    options: &BuildOptions,
+) -> Result<LegacyDevices, BuildError> {
+    let serial_irq = event_fd()?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        serial_irq,
+        std::io::stdout(),
+    )));
+    pio_bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())?;
+
+    let keyboard_irq = event_fd()?;
+    vm.register_irqfd(&keyboard_irq, KEYBOARD_IRQ)?;
+    let reset = event_fd()?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(clone_fd(&reset)?, keyboard_irq)));
+    pio_bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())?;
+
+    if options.boot_timer {
+        let timer = Arc::new(Mutex::new(BootTimer::new(options.process_start)));
+        mmio_bus.insert(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer)?;
+    }
+    Ok(LegacyDevices {
+        serial,
+        i8042,
+        reset,
+    })
+}
+
+/// Builds the VM described by `config`, registers its fds with `event_manager` and starts
+/// its vCPUs.
+pub fn build_microvm(
+    config: &VmConfig,
+    event_manager: &mut VmmEventManager,
+    options: &BuildOptions,
+) -> Result<MicroVm, BuildError> {
+    config.validate()?;
+    if !config.drives.is_empty() {
+        return Err(BuildError::NotSupportedYet("drives"));
+    }
+    if !config.network_interfaces.is_empty() {
+        return Err(BuildError::NotSupportedYet("network-interfaces"));
+    }
+    let boot_source = config
+        .boot_source
+        .as_ref()
+        .ok_or(ConfigError::MissingBootSource)?;
+    let machine = &config.machine_config;
+    kvm::check_kernel_for_host(&boot_source.kernel_image_path)?;
+    let kvm = kvm::open_kvm()?;
+    let memory = create_guest_memory(machine.mem_size_mib)?;
+    let vm = Vm::new(&kvm, memory.clone())?;
+
+    let kernel = loader::load_kernel(&memory, &boot_source.kernel_image_path)?;
+    let initrd = match &boot_source.initrd_path {
+        Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
+        None => None,
+    };
+
+    let mut pio_bus = Bus::new();
+    let mut mmio_bus = Bus::new();
+    let legacy = attach_legacy_devices(&vm, &mut pio_bus, &mut mmio_bus, options)?;
+    let device_args: Vec<String> = Vec::new();
+
+    let cmdline = loader::build_cmdline(boot_source.boot_args_or_default(), &device_args)?;
+    let cmdline_size = loader::write_cmdline(&memory, &cmdline)?;
+    let mem_size = (machine.mem_size_mib as u64) << 20;
+    let info = BootInfo {
+        mem_size,
+        cmdline_size,
+        initrd,
+        setup_header: kernel.setup_header.as_ref(),
+    };
+    match kernel.entry.protocol {
+        BootProtocol::Pvh => write_pvh_start_info(&memory, &info)?,
+        BootProtocol::Linux64 => write_zero_page(&memory, &info)?,
+    }
+    setup_mptable(&memory, machine.vcpu_count)?;
+
+    let supported_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::SupportedCpuid)?;
+    let topology = CpuTopology {
+        vcpu_count: machine.vcpu_count,
+        smt: machine.smt,
+        tsc_deadline: vm.fd().check_extension(Cap::TscDeadlineTimer),
+    };
+
+    let vcpu_stopped = event_fd()?;
+    let (stop_sender, stop_receiver) = channel();
+    let (ack_sender, ack_receiver) = channel();
+    let pio_bus = Arc::new(pio_bus);
+    let mmio_bus = Arc::new(mmio_bus);
+    crate::microvm::install_vcpu_kick_handler();
+    let mut vcpus = Vec::with_capacity(usize::from(machine.vcpu_count));
+    for index in 0..machine.vcpu_count {
+        let fd = vm.create_vcpu(index)?;
+        let entry = (index == 0).then_some(kernel.entry);
+        configure_vcpu(&fd, index, &supported_cpuid, topology, &memory, entry)?;
+        let (command_sender, command_receiver) = channel();
+        let runner = VcpuRunner {
+            index,
+            fd,
+            mmio_bus: mmio_bus.clone(),
+            pio_bus: pio_bus.clone(),
+            commands: command_receiver,
+            acks: ack_sender.clone(),
+            stops: stop_sender.clone(),
+            stop_event: clone_fd(&vcpu_stopped)?,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ember_vcpu{index}"))
+            .spawn(move || runner.run())
+            .map_err(|source| BuildError::SpawnVcpu { index, source })?;
+        vcpus.push(VcpuHandle {
+            thread,
+            commands: command_sender,
+        });
+    }
+
+    let terminate = event_fd()?;
+    if let Err(e) = crate::event_loop::install_sigterm_handler(&terminate) {
+        log::warn!("SIGTERM will not stop the VM cleanly: {e}");
+    }
+    let stop_watcher = Arc::new(Mutex::new(StopWatcher {
+        reset: legacy.reset,
+        vcpu_stopped,
+        vcpu_stops: stop_receiver,
+        terminate,
+        exit: None,
+    }));
+    event_manager.add_subscriber(stop_watcher.clone());
+    let console = ConsoleInput {
+        stdin: libc::STDIN_FILENO,
+        serial: legacy.serial.clone(),
+    };
+    event_manager.add_subscriber(Arc::new(Mutex::new(console)));
+
+    Ok(MicroVm::new(
+        vm,
+        vcpus,
+        ack_receiver,
+        stop_watcher,
+        legacy.serial,
+        legacy.i8042,
+    ))
+}

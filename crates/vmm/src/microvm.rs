@@ -1,0 +1,164 @@
+//! A running microVM: its vCPU threads, the devices the VMM thread reaches, and how it ends.
+
+use crate::devices::legacy::{SerialConsole, I8042};
+use crate::event_loop::{StopWatcher, VmExit, VmmEventManager};
+use crate::vstate::vcpu::VcpuCommand;
+use crate::vstate::vm::Vm;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+/// How long to wait for a vCPU to acknowledge a command before kicking it again.
+const KICK_RETRY: Duration = Duration::from_millis(10);
+/// After this long without an answer, the vCPU is considered stuck.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The VMM thread's end of one vCPU thread.
+pub struct VcpuHandle {
+    pub thread: JoinHandle<()>,
+    pub commands: Sender<VcpuCommand>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MicroVmError {
+    #[error("vCPU {0} did not answer a {1:?} request")]
+    VcpuUnresponsive(usize, VcpuCommand),
+    #[error("the guest is not reading its keyboard: {0}")]
+    Keyboard(String),
+}
+
+/// Lifecycle state as the API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    Paused,
+}
+
+pub struct MicroVm {
+    vm: Vm,
+    vcpus: Vec<VcpuHandle>,
+    acks: Receiver<VcpuCommand>,
+    stop_watcher: Arc<Mutex<StopWatcher>>,
+    serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
+    i8042: Arc<Mutex<I8042>>,
+    state: VmState,
+}
+
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+extern "C" fn on_vcpu_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// A no-op handler for the signal that kicks vCPU threads out of KVM_RUN (which then
+/// returns EINTR). Without a handler the signal would kill the process.
+pub fn install_vcpu_kick_handler() {
+    if let Err(e) = register_signal_handler(SIGRTMIN(), on_vcpu_kick) {
+        log::warn!("cannot install the vCPU kick handler: {e}; pausing will not work");
+    }
+}
+
+impl MicroVm {
+    pub(crate) fn new(
+        vm: Vm,
+        vcpus: Vec<VcpuHandle>,
+        acks: Receiver<VcpuCommand>,
+        stop_watcher: Arc<Mutex<StopWatcher>>,
+        serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
+        i8042: Arc<Mutex<I8042>>,
+    ) -> Self {
+        MicroVm {
+            vm,
+            vcpus,
+            acks,
+            stop_watcher,
+            serial,
+            i8042,
+            state: VmState::Running,
+        }
+    }
+
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    /// Why the VM ended, once it has.
+    pub fn exit(&self) -> Option<VmExit> {
+        lock(&self.stop_watcher).exit.clone()
+    }
+
+    /// Runs the event loop until the VM ends.
+    pub fn run_until_exit(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
+        loop {
+            if let Some(exit) = self.exit() {
+                self.flush_console();
+                return exit;
+            }
+            if let Err(e) = event_manager.run() {
+                return VmExit::Error(format!("event loop failed: {e:?}"));
+            }
+        }
+    }
+
+    pub fn flush_console(&self) {
+        lock(&self.serial).flush();
+    }
+
+    /// Stops every vCPU at its next exit (kicking it out of the guest) and waits for it.
+    pub fn pause(&mut self) -> Result<(), MicroVmError> {
+        self.command_all(VcpuCommand::Pause)?;
+        self.state = VmState::Paused;
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> Result<(), MicroVmError> {
+        self.command_all(VcpuCommand::Resume)?;
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    fn command_all(&mut self, command: VcpuCommand) -> Result<(), MicroVmError> {
+        for (index, vcpu) in self.vcpus.iter().enumerate() {
+            if vcpu.commands.send(command).is_err() {
+                return Err(MicroVmError::VcpuUnresponsive(index, command));
+            }
+            self.wait_for_ack(index, vcpu, command)?;
+        }
+        Ok(())
+    }
+
+    /// A kick can land just before the thread enters KVM_RUN and be lost, so kick again
+    /// until the thread answers.
+    fn wait_for_ack(
+        &self,
+        index: usize,
+        vcpu: &VcpuHandle,
+        command: VcpuCommand,
+    ) -> Result<(), MicroVmError> {
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if command == VcpuCommand::Pause {
+                let _ = vcpu.thread.kill(SIGRTMIN());
+            }
+            if self.acks.recv_timeout(KICK_RETRY).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(MicroVmError::VcpuUnresponsive(index, command))
+    }
+
+    /// Types Ctrl-Alt-Del on the guest's keyboard.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), MicroVmError> {
+        lock(&self.i8042)
+            .send_ctrl_alt_del()
+            .map_err(|e| MicroVmError::Keyboard(e.to_string()))
+    }
+}
