@@ -113,15 +113,16 @@ impl RequestHandler {
         if len % SECTOR_SIZE != 0 {
             return Err(ExecuteError::Misaligned(req.data_len));
         }
-        let out_of_range = ExecuteError::OutOfRange {
+        let out_of_range = || ExecuteError::OutOfRange {
             sector: req.sector,
             len: req.data_len,
         };
         let end = req.sector.checked_add(len / SECTOR_SIZE);
-        if end.map_or(true, |end| end > self.disk.nsectors()) {
-            return Err(out_of_range);
+        let end = end.ok_or_else(out_of_range)?;
+        if end > self.disk.nsectors() {
+            return Err(out_of_range());
         }
-        req.sector.checked_mul(SECTOR_SIZE).ok_or(out_of_range)
+        req.sector.checked_mul(SECTOR_SIZE).ok_or_else(out_of_range)
     }
 
     fn read(&self, req: &Request, mem: &GuestMemory) -> Result<(), ExecuteError> {

@@ -46,7 +46,7 @@ impl QueueConfig {
 
     /// Builds the queue the device will use, checking size, alignment and that the rings lie
     /// inside guest memory.
-    pub fn to_queue(
+    pub fn build_queue(
         &self,
         index: usize,
         mem: &GuestMemory,
@@ -111,29 +111,29 @@ mod tests {
     #[test]
     fn validates_size_alignment_and_placement() {
         let mem = mem();
-        assert!(valid().to_queue(0, &mem, false).is_ok());
+        assert!(valid().build_queue(0, &mem, false).is_ok());
         for size in [0, 3, 512, 0x1_0000 + 16] {
             let cfg = QueueConfig { size, ..valid() };
-            assert!(cfg.to_queue(0, &mem, false).is_err(), "size {size}");
+            assert!(cfg.build_queue(0, &mem, false).is_err(), "size {size}");
         }
         let cfg = QueueConfig {
             desc_table: 0x1001,
             ..valid()
         };
-        assert!(cfg.to_queue(0, &mem, false).is_err());
+        assert!(cfg.build_queue(0, &mem, false).is_err());
         let cfg = QueueConfig {
             used_ring: 0xfff0,
             ..valid()
         };
         assert!(matches!(
-            cfg.to_queue(0, &mem, false),
+            cfg.build_queue(0, &mem, false),
             Err(QueueConfigError::OutsideMemory { .. })
         ));
         let cfg = QueueConfig {
             ready: false,
             ..valid()
         };
-        assert!(cfg.to_queue(0, &mem, false).is_err());
+        assert!(cfg.build_queue(0, &mem, false).is_err());
     }
 
     #[test]

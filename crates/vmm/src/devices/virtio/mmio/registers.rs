@@ -231,7 +231,7 @@ impl MmioTransport {
             .queues
             .iter()
             .enumerate()
-            .map(|(index, q)| q.to_queue(index, &self.mem, event_idx))
+            .map(|(index, q)| q.build_queue(index, &self.mem, event_idx))
             .collect::<Result<Vec<_>, _>>()?;
         self.device.set_acked_features(self.acked_features);
         self.device
