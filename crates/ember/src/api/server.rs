@@ -57,7 +57,11 @@ impl Server {
                     id => self.serve(id),
                 }
             }
-            self.drop_stalled();
+            // Only on a quiet tick: after a long VMM call, bytes a client sent meanwhile are
+            // still unread and its request must not be judged stalled.
+            if ready == 0 {
+                self.drop_stalled();
+            }
         }
         Ok(())
     }
