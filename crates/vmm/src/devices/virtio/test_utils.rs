@@ -158,18 +158,27 @@ impl TestDriver {
 
     /// Writes descriptor `index`; `next` sets VIRTQ_DESC_F_NEXT.
     pub fn write_desc(&self, index: u16, desc: Desc, next: Option<u16>) {
-        let base = GuestAddress(DESC_TABLE + 16 * u64::from(index));
         let mut flags = if desc.writable { F_WRITE } else { 0 };
         flags |= if next.is_some() { F_NEXT } else { 0 };
-        self.mem.write_obj(desc.addr.to_le(), base).unwrap();
+        let raw = (desc.addr, desc.len, flags, next.unwrap_or(0));
+        self.write_raw_desc(DESC_TABLE, index, raw);
+    }
+
+    /// Writes `(addr, len, flags, next)` as entry `index` of the table at `table`.
+    pub fn write_raw_desc(&self, table: u64, index: u16, raw: (u64, u32, u16, u16)) {
+        let base = table + 16 * u64::from(index);
+        let (addr, len, flags, next) = raw;
         self.mem
-            .write_obj(desc.len.to_le(), GuestAddress(base.0 + 8))
+            .write_obj(addr.to_le(), GuestAddress(base))
             .unwrap();
         self.mem
-            .write_obj(flags.to_le(), GuestAddress(base.0 + 12))
+            .write_obj(len.to_le(), GuestAddress(base + 8))
             .unwrap();
         self.mem
-            .write_obj(next.unwrap_or(0).to_le(), GuestAddress(base.0 + 14))
+            .write_obj(flags.to_le(), GuestAddress(base + 12))
+            .unwrap();
+        self.mem
+            .write_obj(next.to_le(), GuestAddress(base + 14))
             .unwrap();
     }
 

@@ -233,3 +233,66 @@ impl WriteVolatile for FileAt<'_> {
         fill(buf, |rest| self.pwrite(rest))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{GuestAddress, GuestMemoryBackend};
+    use vmm_sys_util::tempfile::TempFile;
+
+    fn disk(len: usize) -> (TempFile, DiskFile) {
+        let tmp = TempFile::new().unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        std::fs::write(tmp.as_path(), bytes).unwrap();
+        let config = DriveConfig {
+            drive_id: "d".into(),
+            path_on_host: tmp.as_path().into(),
+            is_root_device: false,
+            is_read_only: false,
+            partuuid: None,
+            cache_type: CacheType::Writeback,
+            io_engine: None,
+            rate_limiter: None,
+        };
+        let disk = DiskFile::open(&config).unwrap();
+        (tmp, disk)
+    }
+
+    #[test]
+    fn segments_crossing_memory_regions() {
+        let (_tmp, disk) = disk(8192);
+        let ranges = [(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)];
+        let mem = GuestMemory::from_ranges(&ranges).unwrap();
+        assert_eq!(mem.num_regions(), 2);
+        let seg = Segment {
+            addr: GuestAddress(0x800),
+            len: 0x1000,
+        };
+        disk.read_into(&mem, 512, &[seg]).unwrap();
+        let mut buf = vec![0u8; 0x1000];
+        mem.read_slice(&mut buf, GuestAddress(0x800)).unwrap();
+        assert!(buf
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == ((i + 512) % 253) as u8));
+        disk.write_from(&mem, 0, &[seg]).unwrap();
+        assert!(disk.flush().unwrap());
+    }
+
+    #[test]
+    fn reading_past_a_shrunk_file_fails() {
+        let (tmp, disk) = disk(4096);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.as_path())
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let seg = Segment {
+            addr: GuestAddress(0),
+            len: 1024,
+        };
+        assert!(disk.read_into(&mem, 512, &[seg]).is_err());
+    }
+}

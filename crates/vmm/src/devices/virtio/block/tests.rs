@@ -395,6 +395,38 @@ fn hostile_rings_do_not_hang_or_panic() {
 }
 
 #[test]
+fn overlong_indirect_chain_is_cut_off() {
+    let mut s = setup();
+    s.header(VIRTIO_BLK_T_IN, 0);
+    s.driver
+        .mem
+        .write_slice(&[0x11; 512], GuestAddress(DATA))
+        .unwrap();
+    // An indirect table of 300 descriptors: more than header + seg_max + status.
+    const TABLE: u64 = 0x40000;
+    for i in 0..300u16 {
+        let (addr, len, flags) = match i {
+            0 => (HEADER, 16, 1),
+            299 => (STATUS, 1, 2),
+            _ => (DATA, 512, 3),
+        };
+        s.driver.write_raw_desc(TABLE, i, (addr, len, flags, i + 1));
+    }
+    s.driver
+        .write_raw_desc(DESC_TABLE, 0, (TABLE, 300 * 16, 4, 0));
+    s.driver
+        .mem
+        .write_obj(0xffu8, GuestAddress(STATUS))
+        .unwrap();
+    s.driver.push_avail(0);
+    s.driver.notify(0);
+    assert_eq!(s.driver.used_idx(), 1);
+    assert_eq!(s.driver.used_elem(0), (0, 0));
+    assert_eq!(s.guest_bytes(DATA, 512), vec![0x11; 512], "not executed");
+    assert_eq!(s.status(), 0xff);
+}
+
+#[test]
 fn one_interrupt_per_batch() {
     let mut s = setup();
     s.header(VIRTIO_BLK_T_IN, 0);
