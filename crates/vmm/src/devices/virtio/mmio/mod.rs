@@ -4,6 +4,24 @@
 //! [`BusDevice`] impl (register accesses); the VMM thread's event manager drives it through
 //! [`MutEventSubscriber`] (queue notifications and backend fds). The same
 //! `Arc<Mutex<MmioTransport>>` goes on the bus and into the event manager.
+//!
+//! Wiring one device (what the builder does):
+//!
+//! ```ignore
+//! let block = Block::new(&drive_config)?;
+//! let transport = Arc::new(Mutex::new(MmioTransport::new(mem.clone(), Box::new(block))?));
+//! {
+//!     let t = transport.lock().unwrap();
+//!     let notify = IoEventAddress::Mmio(base + MMIO_NOTIFY_OFFSET);
+//!     for (index, evt) in t.queue_events().iter().enumerate() {
+//!         vm_fd.register_ioevent(evt, &notify, index as u32)?; // datamatch: 4-byte write
+//!     }
+//!     vm_fd.register_irqfd(t.interrupt_event(), gsi)?;
+//! }
+//! mmio_bus.insert(base, MMIO_WINDOW_SIZE, transport.clone())?; // Arc<Mutex<dyn BusDevice>>
+//! event_manager.add_subscriber(transport); // Arc<Mutex<dyn MutEventSubscriber + Send>>
+//! cmdline.push_str(&format!(" {}", mmio_cmdline_arg(base, gsi)));
+//! ```
 
 mod queue_config;
 mod registers;
