@@ -1,1 +1,27 @@
-//! Virtio devices: the virtio-mmio transport and the block and net backends.
+//! Virtio devices: the virtio-mmio transport and the device backends behind it.
+//!
+//! Layout:
+//! - [`device`]: the [`VirtioDevice`] trait every backend implements.
+//! - [`interrupt`]: interrupt status plus the irqfd the transport raises.
+//! - [`mmio`]: [`MmioTransport`], the virtio-mmio (version 2) register window.
+//! - [`block`]: virtio-block; requests are parsed from descriptor chains in
+//!   `block/request.rs` and reach the backing file in `block/backend.rs`.
+//!
+//! The guest is hostile: nothing it writes to registers, rings or descriptors may panic the
+//! VMM or make it touch memory outside guest RAM.
+
+pub mod block;
+pub mod device;
+pub mod interrupt;
+pub mod mmio;
+
+#[cfg(test)]
+pub(crate) mod test_utils;
+
+pub use block::{Block, BlockError};
+pub use device::{ActivateError, VirtioDevice};
+pub use interrupt::{Interrupt, InterruptError};
+pub use mmio::{mmio_cmdline_arg, MmioError, MmioTransport, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+
+/// Feature bit every modern (virtio 1.x) device offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

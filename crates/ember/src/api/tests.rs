@@ -1,0 +1,331 @@
+//! The API end to end: raw bytes over a real socket, answered by a fake VMM thread that
+//! serves actions from a `PrebootConfigurator`.
+
+use super::{ApiError, ApiServer};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+use std::{fs, thread};
+use vmm::rpc::{
+    ActionPhase, ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmData,
+    VmmResponse, DEFAULT_INSTANCE_ID, VMM_VERSION,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+fn socket_path() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ember-api-{}-{n}.sock", std::process::id()))
+}
+
+/// Answers like the VMM thread will: configuration before start, state changes after.
+fn fake_vmm(requests: Receiver<ApiRequest>) {
+    let mut config = PrebootConfigurator::default();
+    let mut state = InstanceState::NotStarted;
+    for (action, reply) in requests {
+        let answer = answer(&mut config, &mut state, &action);
+        let _ = reply.send(answer);
+    }
+}
+
+fn answer(
+    config: &mut PrebootConfigurator,
+    state: &mut InstanceState,
+    action: &VmmAction,
+) -> VmmResponse {
+    let started = *state != InstanceState::NotStarted;
+    action.check_allowed(started)?;
+    match action {
+        VmmAction::StartInstance => config.config_for_start().map(|_| {
+            *state = InstanceState::Running;
+            VmmData::Empty
+        }),
+        VmmAction::GetVersion => Ok(VmmData::Version(VMM_VERSION.into())),
+        VmmAction::GetInstanceInfo => Ok(VmmData::InstanceInfo(InstanceInfo::new(
+            DEFAULT_INSTANCE_ID,
+            *state,
+        ))),
+        _ if action.phase() == ActionPhase::PostBootOnly => Ok(VmmData::Empty),
+        _ => config.apply(action).unwrap_or(Ok(VmmData::Empty)),
+    }
+}
+
+/// A served socket with a fake VMM behind it.
+fn serve() -> PathBuf {
+    let path = socket_path();
+    let server = ApiServer::bind(&path).unwrap();
+    let (to_vmm, requests) = mpsc::channel();
+    thread::spawn(move || fake_vmm(requests));
+    let wake = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    server.spawn(to_vmm, wake).unwrap();
+    path
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Sends `wire`, closes the write side and returns everything the server answered.
+fn exchange(path: &Path, wire: &str) -> String {
+    let mut stream = connect(path);
+    stream.write_all(wire.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn request(method: &str, path: &str, body: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The status code and body of the only response in `answer`.
+fn status_and_body(answer: &str) -> (u16, String) {
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+fn call(path: &Path, method: &str, uri: &str, body: &str) -> (u16, String) {
+    status_and_body(&exchange(path, &request(method, uri, body)))
+}
+
+fn fault(text: &str) -> String {
+    serde_json::json!({ "fault_message": text }).to_string()
+}
+
+const KERNEL: &str = r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#;
+const ROOTFS: &str = r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true}"#;
+
+#[test]
+fn configures_starts_and_reports_a_vm() {
+    let sock = serve();
+    assert_eq!(call(&sock, "PUT", "/boot-source", KERNEL).0, 204);
+    let machine = r#"{"vcpu_count": 2, "mem_size_mib": 256}"#;
+    assert_eq!(call(&sock, "PUT", "/machine-config", machine).0, 204);
+    assert_eq!(call(&sock, "PUT", "/drives/rootfs", ROOTFS).0, 204);
+    let (status, body) = call(&sock, "GET", "/machine-config", "");
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""vcpu_count":2"#), "{body}");
+    let (status, body) = call(&sock, "GET", "/vm/config", "");
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""drive_id":"rootfs""#), "{body}");
+    let start = r#"{"action_type": "InstanceStart"}"#;
+    assert_eq!(call(&sock, "PUT", "/actions", start), (204, String::new()));
+    let (_, body) = call(&sock, "GET", "/", "");
+    assert!(body.contains(r#""state":"Running""#), "{body}");
+    assert!(body.contains(r#""app_name":"Ember""#), "{body}");
+    let after = "The requested operation is not supported after starting the microVM.";
+    assert_eq!(
+        call(&sock, "PUT", "/drives/rootfs", ROOTFS),
+        (400, fault(after))
+    );
+    assert_eq!(call(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#).0, 204);
+}
+
+#[test]
+fn version_and_preboot_errors() {
+    let sock = serve();
+    let (status, body) = call(&sock, "GET", "/version", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({ "firecracker_version": VMM_VERSION }).to_string()
+    );
+    let before = "The requested operation is not supported before starting the microVM.";
+    let pause = r#"{"state": "Paused"}"#;
+    assert_eq!(call(&sock, "PATCH", "/vm", pause), (400, fault(before)));
+    let start = r#"{"action_type": "InstanceStart"}"#;
+    let no_kernel = "Cannot start microvm without kernel configuration.";
+    assert_eq!(
+        call(&sock, "PUT", "/actions", start),
+        (400, fault(no_kernel))
+    );
+}
+
+#[test]
+fn keep_alive_serves_pipelined_requests_in_order() {
+    let sock = serve();
+    let wire = [
+        request("PUT", "/boot-source", KERNEL),
+        request("GET", "/machine-config", ""),
+        request("GET", "/nope", ""),
+    ]
+    .concat();
+    let answer = exchange(&sock, &wire);
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["204", "200", "400"], "{answer}");
+}
+
+#[test]
+fn keep_alive_connection_stays_open_between_requests() {
+    let sock = serve();
+    let mut stream = connect(&sock);
+    for _ in 0..3 {
+        stream
+            .write_all(request("GET", "/version", "").as_bytes())
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let len = stream.read(&mut buf).unwrap();
+        assert!(buf[..len].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+}
+
+#[test]
+fn malformed_requests_get_400_and_close() {
+    let sock = serve();
+    let answer = exchange(&sock, "GARBAGE\r\n\r\n");
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    assert!(answer.contains("fault_message"), "{answer}");
+    let chunked = "PUT /boot-source HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert!(exchange(&sock, chunked).starts_with("HTTP/1.1 400"));
+}
+
+#[test]
+fn oversized_bodies_are_refused_before_reading_them() {
+    let sock = serve();
+    let wire = "PUT /boot-source HTTP/1.1\r\nContent-Length: 51201\r\n\r\n";
+    let (status, body) = status_and_body(&exchange(&sock, wire));
+    assert_eq!(status, 400);
+    let message = "Request payload with size 51201 is larger than the limit of 51200 \
+                   allowed by server.";
+    assert_eq!(body, fault(message));
+    let wire = "PUT /boot-source HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+    assert!(exchange(&sock, wire).starts_with("HTTP/1.1 400"));
+}
+
+#[test]
+fn truncated_body_gets_no_answer_and_does_not_hurt_others() {
+    let sock = serve();
+    let truncated = "PUT /boot-source HTTP/1.1\r\nContent-Length: 100\r\n\r\n{";
+    assert_eq!(exchange(&sock, truncated), "");
+    assert_eq!(call(&sock, "GET", "/version", "").0, 200);
+}
+
+#[test]
+fn a_stalled_client_does_not_block_others_and_times_out() {
+    let sock = serve();
+    let mut slow = connect(&sock);
+    slow.write_all(b"PUT /boot-source HTTP/1.1\r\nContent-Le")
+        .unwrap();
+    assert_eq!(call(&sock, "GET", "/version", "").0, 200);
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[test]
+fn expect_continue_is_answered() {
+    let sock = serve();
+    let mut stream = connect(&sock);
+    let head = "PUT /boot-source HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: ";
+    stream
+        .write_all(format!("{head}{}\r\n\r\n", KERNEL.len()).as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let len = stream.read(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(KERNEL.as_bytes()).unwrap();
+    let len = stream.read(&mut buf).unwrap();
+    assert!(buf[..len].starts_with(b"HTTP/1.1 204 No Content\r\n"));
+}
+
+#[test]
+fn http_1_0_closes_after_the_answer() {
+    let sock = serve();
+    let mut stream = connect(&sock);
+    stream.write_all(b"GET /version HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"));
+}
+
+#[test]
+fn routing_errors_carry_firecracker_fault_messages() {
+    let sock = serve();
+    let invalid = "Invalid request method and/or path: PUT vm.";
+    assert_eq!(call(&sock, "PUT", "/vm", "{}"), (400, fault(invalid)));
+    let other = r#"{"drive_id": "other", "path_on_host": "/r", "is_root_device": true}"#;
+    let mismatch = "The id from the path does not match the id from the body!";
+    assert_eq!(
+        call(&sock, "PUT", "/drives/rootfs", other),
+        (400, fault(mismatch))
+    );
+    let (status, body) = call(&sock, "PUT", "/machine-config", r#"{"vcpu_count": "2"}"#);
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid type: string"), "{body}");
+    let unsupported = "/balloon is not supported by Ember.";
+    assert_eq!(
+        call(&sock, "GET", "/balloon", ""),
+        (400, fault(unsupported))
+    );
+}
+
+#[test]
+fn too_many_connections_are_refused_with_503() {
+    let sock = serve();
+    let open: Vec<UnixStream> = (0..super::server::MAX_CONNECTIONS)
+        .map(|_| connect(&sock))
+        .collect();
+    let mut refused = connect(&sock);
+    let mut answer = String::new();
+    refused.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(open);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(call(&sock, "GET", "/version", "").0, 200);
+}
+
+#[test]
+fn socket_is_private_and_stale_sockets_are_replaced() {
+    let path = socket_path();
+    drop(UnixListener::bind(&path).unwrap());
+    let server = ApiServer::bind(&path).unwrap();
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(matches!(
+        ApiServer::bind(&path),
+        Err(ApiError::SocketInUse(_))
+    ));
+    drop(server);
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, "not a socket").unwrap();
+    assert!(matches!(
+        ApiServer::bind(&path),
+        Err(ApiError::NotASocket(_))
+    ));
+    fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn server_thread_ends_when_the_vmm_goes_away() {
+    let path = socket_path();
+    let server = ApiServer::bind(&path).unwrap();
+    let (to_vmm, requests) = mpsc::channel::<super::ApiRequest>();
+    drop(requests);
+    let handle = server
+        .spawn(to_vmm, EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .unwrap();
+    let (status, _) = call(&path, "GET", "/version", "");
+    assert_eq!(status, 500);
+    handle.join().unwrap().unwrap();
+}

@@ -1,0 +1,214 @@
+//! virtio-block: a drive backed by a host file, one request queue.
+//!
+//! - `request.rs`: parsing and validating a request from a descriptor chain.
+//! - `handler.rs`: executing a parsed request and reporting its status.
+//! - `backend.rs`: the backing file and the I/O between it and guest memory.
+
+pub mod backend;
+pub mod handler;
+pub mod request;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::{Queue, QueueT};
+
+use super::device::{read_config_bytes, ActivateError, VirtioDevice};
+use super::interrupt::Interrupt;
+use super::VIRTIO_F_VERSION_1;
+use crate::config::DriveConfig;
+use crate::vstate::memory::GuestMemory;
+use backend::DiskFile;
+use handler::RequestHandler;
+
+pub const SECTOR_SIZE: u64 = 512;
+/// Size of the single request queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Data segments per request (config `seg_max`): the queue size minus header and status.
+pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Requests handled per notification before yielding to the other event sources.
+const BATCH_LIMIT: usize = QUEUE_SIZE as usize;
+/// `struct virtio_blk_config` up to `seg_max`: capacity (le64 @0), size_max (le32 @8, not
+/// offered), seg_max (le32 @12).
+const CONFIG_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("drive {id}: cannot open {path}: {source}", path = path.display())]
+    Open {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drive {id}: cannot stat {path}: {source}", path = path.display())]
+    Metadata {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drive {id}: cannot get the size of {path}: {source}", path = path.display())]
+    Size {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drive {id}: {path} is a directory (os error 21)", path = path.display())]
+    IsDirectory { id: String, path: PathBuf },
+    #[error(
+        "drive {id}: {path} has no write permission but the drive is writable (os error 13)",
+        path = path.display()
+    )]
+    ReadOnlyFile { id: String, path: PathBuf },
+}
+
+/// Counters a drive keeps; get them with [`Block::metrics`] before handing the device over.
+#[derive(Debug, Default)]
+pub struct BlockMetrics {
+    /// Descriptor chains taken from the queue.
+    pub requests: AtomicU64,
+    /// Requests completed with a status other than OK (including malformed chains).
+    pub failed_requests: AtomicU64,
+    /// Flushes that reached `fdatasync` (cache type Writeback).
+    pub synced_flushes: AtomicU64,
+}
+
+struct Active {
+    mem: GuestMemory,
+    queue: Queue,
+    interrupt: Arc<Interrupt>,
+}
+
+/// A virtio-block device.
+pub struct Block {
+    handler: RequestHandler,
+    avail_features: u64,
+    acked_features: u64,
+    config: [u8; CONFIG_LEN],
+    queue_sizes: [u16; 1],
+    metrics: Arc<BlockMetrics>,
+    active: Option<Active>,
+}
+
+impl Block {
+    /// Opens the drive's backing file; errors name the drive, the path and the OS error.
+    pub fn new(config: &DriveConfig) -> Result<Block, BlockError> {
+        let disk = DiskFile::open(config)?;
+        let mut avail_features =
+            VIRTIO_F_VERSION_1 | 1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_SEG_MAX;
+        if disk.read_only() {
+            avail_features |= 1 << VIRTIO_BLK_F_RO;
+        }
+        let mut cfg = [0u8; CONFIG_LEN];
+        cfg[0..8].copy_from_slice(&disk.nsectors().to_le_bytes());
+        cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        let metrics = Arc::new(BlockMetrics::default());
+        Ok(Block {
+            handler: RequestHandler::new(&config.drive_id, disk, metrics.clone()),
+            avail_features,
+            acked_features: 0,
+            config: cfg,
+            queue_sizes: [QUEUE_SIZE],
+            metrics,
+            active: None,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<BlockMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Handles available requests, then interrupts the guest once if any were used.
+    /// Returns true when the batch limit was hit and requests may remain.
+    fn process_requests(&mut self) -> bool {
+        let Some(active) = self.active.as_mut() else {
+            return false;
+        };
+        let mem = &active.mem;
+        let mut handled = 0;
+        while handled < BATCH_LIMIT {
+            let Some(chain) = active.queue.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let written = self.handler.handle(chain, mem);
+            if let Err(e) = active.queue.add_used(mem, head, written) {
+                log::warn!("virtio-blk: cannot return descriptor {head}: {e}");
+            }
+            handled += 1;
+        }
+        if handled > 0 && active.queue.needs_notification(mem).unwrap_or(true) {
+            active.interrupt.signal_used_queue();
+        }
+        handled == BATCH_LIMIT
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::warn!(
+            "virtio-blk: write of {} bytes to read-only config at {offset:#x} ignored",
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        mut queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let got = queues.len();
+        let queue = queues.pop().filter(|_| got == 1);
+        let queue = queue.ok_or(ActivateError::QueueCount { expected: 1, got })?;
+        self.active = Some(Active {
+            mem,
+            queue,
+            interrupt,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+    }
+
+    fn process_queue(&mut self, index: usize) -> bool {
+        if index != 0 {
+            log::warn!("virtio-blk: notification for nonexistent queue {index}");
+            return false;
+        }
+        self.process_requests()
+    }
+}
