@@ -1,6 +1,7 @@
 //! A running microVM: its vCPU threads, the devices the VMM thread reaches, and how it ends.
 
 use crate::devices::legacy::{SerialConsole, I8042};
+use crate::devices::virtio::MmioTransport;
 use crate::event_loop::{StopWatcher, VmExit, VmmEventManager};
 use crate::vstate::vcpu::VcpuCommand;
 use crate::vstate::vm::Vm;
@@ -14,6 +15,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 const KICK_RETRY: Duration = Duration::from_millis(10);
 /// After this long without an answer, the vCPU is considered stuck.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A block device by its drive id.
+pub type AttachedDrive = (String, Arc<Mutex<MmioTransport>>);
 
 /// The VMM thread's end of one vCPU thread.
 pub struct VcpuHandle {
@@ -37,13 +41,15 @@ pub enum VmState {
 }
 
 pub struct MicroVm {
-    vm: Vm,
-    vcpus: Vec<VcpuHandle>,
-    acks: Receiver<VcpuCommand>,
-    stop_watcher: Arc<Mutex<StopWatcher>>,
-    serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
-    i8042: Arc<Mutex<I8042>>,
-    state: VmState,
+    pub(crate) vm: Vm,
+    pub(crate) vcpus: Vec<VcpuHandle>,
+    pub(crate) acks: Receiver<VcpuCommand>,
+    pub(crate) stop_watcher: Arc<Mutex<StopWatcher>>,
+    pub(crate) serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
+    pub(crate) i8042: Arc<Mutex<I8042>>,
+    pub(crate) state: VmState,
+    /// Block devices by drive id, for updates after boot.
+    pub(crate) drives: Vec<AttachedDrive>,
 }
 
 fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,27 +69,16 @@ pub fn install_vcpu_kick_handler() {
 }
 
 impl MicroVm {
-    pub(crate) fn new(
-        vm: Vm,
-        vcpus: Vec<VcpuHandle>,
-        acks: Receiver<VcpuCommand>,
-        stop_watcher: Arc<Mutex<StopWatcher>>,
-        serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
-        i8042: Arc<Mutex<I8042>>,
-    ) -> Self {
-        MicroVm {
-            vm,
-            vcpus,
-            acks,
-            stop_watcher,
-            serial,
-            i8042,
-            state: VmState::Running,
-        }
-    }
-
     pub fn vm(&self) -> &Vm {
         &self.vm
+    }
+
+    /// The virtio-mmio transport of the drive with `drive_id`.
+    pub fn drive(&self, drive_id: &str) -> Option<&Arc<Mutex<MmioTransport>>> {
+        self.drives
+            .iter()
+            .find(|(id, _)| id == drive_id)
+            .map(|(_, transport)| transport)
     }
 
     pub fn state(&self) -> VmState {

@@ -66,10 +66,12 @@ const PVM_GUEST_MARKERS: [&[u8]; 2] = [b"pvm_early_setup", b"x86_hyper_pvm"];
 /// Scans the kernel image for PVM guest markers. (An unreadable file is left for the kernel
 /// loader to report.)
 fn kernel_mentions_pvm(kernel: &Path) -> bool {
-    PVM_GUEST_MARKERS.iter().any(|marker| match std::fs::File::open(kernel) {
-        Ok(file) => contains_marker(file, marker),
-        Err(_) => true,
-    })
+    PVM_GUEST_MARKERS
+        .iter()
+        .any(|marker| match std::fs::File::open(kernel) {
+            Ok(file) => contains_marker(file, marker),
+            Err(_) => true,
+        })
 }
 
 fn contains_marker(mut reader: impl Read, marker: &[u8]) -> bool {

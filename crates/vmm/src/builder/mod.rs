@@ -4,15 +4,14 @@ use crate::arch::x86_64::boot_params::{
     write_pvh_start_info, write_zero_page, BootInfo, BootParamsError,
 };
 use crate::arch::x86_64::cpuid::CpuTopology;
-use crate::arch::x86_64::layout::{BOOT_TIMER_SIZE, BOOT_TIMER_START, KEYBOARD_IRQ, SERIAL_IRQ};
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::BootProtocol;
 use crate::config::{ConfigError, VmConfig};
 use crate::devices::bus::BusError;
-use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
-use crate::devices::legacy::serial::{SERIAL_PORT_BASE, SERIAL_PORT_LEN};
-use crate::devices::legacy::{BootTimer, SerialConsole, I8042};
 use crate::devices::Bus;
+mod legacy;
+mod virtio;
+
 use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};
 use crate::microvm::{MicroVm, VcpuHandle};
@@ -56,6 +55,10 @@ pub enum BuildError {
     SpawnVcpu { index: u8, source: std::io::Error },
     #[error("{0} are not supported yet")]
     NotSupportedYet(&'static str),
+    #[error("cannot attach {0}: every IRQ line is in use")]
+    TooManyDevices(String),
+    #[error("{0}")]
+    Virtio(String),
 }
 
 /// Choices that are not part of the VM's configuration.
@@ -66,50 +69,12 @@ pub struct BuildOptions {
     pub boot_timer: bool,
 }
 
-fn event_fd() -> Result<EventFd, BuildError> {
+pub(crate) fn event_fd() -> Result<EventFd, BuildError> {
     EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)
 }
 
-fn clone_fd(fd: &EventFd) -> Result<EventFd, BuildError> {
+pub(crate) fn clone_fd(fd: &EventFd) -> Result<EventFd, BuildError> {
     fd.try_clone().map_err(BuildError::EventFd)
-}
-
-/// Legacy devices and the fds that tie them to the loop.
-struct LegacyDevices {
-    serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
-    i8042: Arc<Mutex<I8042>>,
-    reset: EventFd,
-}
-
-fn attach_legacy_devices(
-    vm: &Vm,
-    pio_bus: &mut Bus,
-    mmio_bus: &mut Bus,
-    options: &BuildOptions,
-) -> Result<LegacyDevices, BuildError> {
-    let serial_irq = event_fd()?;
-    vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        serial_irq,
-        std::io::stdout(),
-    )));
-    pio_bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())?;
-
-    let keyboard_irq = event_fd()?;
-    vm.register_irqfd(&keyboard_irq, KEYBOARD_IRQ)?;
-    let reset = event_fd()?;
-    let i8042 = Arc::new(Mutex::new(I8042::new(clone_fd(&reset)?, keyboard_irq)));
-    pio_bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())?;
-
-    if options.boot_timer {
-        let timer = Arc::new(Mutex::new(BootTimer::new(options.process_start)));
-        mmio_bus.insert(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer)?;
-    }
-    Ok(LegacyDevices {
-        serial,
-        i8042,
-        reset,
-    })
 }
 
 /// Builds the VM described by `config`, registers its fds with `event_manager` and starts
@@ -120,9 +85,6 @@ pub fn build_microvm(
     options: &BuildOptions,
 ) -> Result<MicroVm, BuildError> {
     config.validate()?;
-    if !config.drives.is_empty() {
-        return Err(BuildError::NotSupportedYet("drives"));
-    }
     if !config.network_interfaces.is_empty() {
         return Err(BuildError::NotSupportedYet("network-interfaces"));
     }
@@ -144,8 +106,16 @@ pub fn build_microvm(
 
     let mut pio_bus = Bus::new();
     let mut mmio_bus = Bus::new();
-    let legacy = attach_legacy_devices(&vm, &mut pio_bus, &mut mmio_bus, options)?;
-    let device_args: Vec<String> = Vec::new();
+    let legacy = legacy::attach_legacy_devices(&vm, &mut pio_bus, &mut mmio_bus, options)?;
+    let mut virtio = virtio::AttachedVirtio {
+        vm: &vm,
+        mmio_bus: &mut mmio_bus,
+        event_manager,
+        slots: virtio::VirtioSlots::default(),
+        cmdline_args: Vec::new(),
+    };
+    let drives = virtio::attach_drives(&mut virtio, &config.drives)?;
+    let device_args = virtio.cmdline_args;
 
     let cmdline = loader::build_cmdline(boot_source.boot_args_or_default(), &device_args)?;
     let cmdline_size = loader::write_cmdline(&memory, &cmdline)?;
@@ -221,12 +191,14 @@ pub fn build_microvm(
     };
     event_manager.add_subscriber(Arc::new(Mutex::new(console)));
 
-    Ok(MicroVm::new(
+    Ok(MicroVm {
         vm,
         vcpus,
-        ack_receiver,
+        acks: ack_receiver,
         stop_watcher,
-        legacy.serial,
-        legacy.i8042,
-    ))
+        serial: legacy.serial,
+        i8042: legacy.i8042,
+        state: crate::microvm::VmState::Running,
+        drives,
+    })
 }

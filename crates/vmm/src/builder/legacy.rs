@@ -1,0 +1,49 @@
+//! Wiring the legacy PC devices: serial console, i8042, boot timer.
+
+use super::{clone_fd, event_fd, BuildError, BuildOptions};
+use crate::arch::x86_64::layout::{BOOT_TIMER_SIZE, BOOT_TIMER_START, KEYBOARD_IRQ, SERIAL_IRQ};
+use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
+use crate::devices::legacy::serial::{SERIAL_PORT_BASE, SERIAL_PORT_LEN};
+use crate::devices::legacy::{BootTimer, SerialConsole, I8042};
+use crate::devices::Bus;
+use crate::vstate::vm::Vm;
+use std::sync::{Arc, Mutex};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Legacy devices and the fds that tie them to the loop.
+pub struct LegacyDevices {
+    pub serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub reset: EventFd,
+}
+
+pub fn attach_legacy_devices(
+    vm: &Vm,
+    pio_bus: &mut Bus,
+    mmio_bus: &mut Bus,
+    options: &BuildOptions,
+) -> Result<LegacyDevices, BuildError> {
+    let serial_irq = event_fd()?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        serial_irq,
+        std::io::stdout(),
+    )));
+    pio_bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())?;
+
+    let keyboard_irq = event_fd()?;
+    vm.register_irqfd(&keyboard_irq, KEYBOARD_IRQ)?;
+    let reset = event_fd()?;
+    let i8042 = Arc::new(Mutex::new(I8042::new(clone_fd(&reset)?, keyboard_irq)));
+    pio_bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())?;
+
+    if options.boot_timer {
+        let timer = Arc::new(Mutex::new(BootTimer::new(options.process_start)));
+        mmio_bus.insert(BOOT_TIMER_START, BOOT_TIMER_SIZE, timer)?;
+    }
+    Ok(LegacyDevices {
+        serial,
+        i8042,
+        reset,
+    })
+}
