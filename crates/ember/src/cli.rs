@@ -1,11 +1,16 @@
 //! Command-line options and the `--no-api --config-file` launch path.
 
+use crate::api::ApiServer;
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::mpsc::channel;
 use std::time::Instant;
-use vmm::builder::{build_microvm, BuildOptions};
+use vmm::builder::BuildOptions;
 use vmm::config::VmConfig;
+use vmm::controller::VmmController;
 use vmm::event_loop::VmmEventManager;
+use vmm::rpc::PrebootConfigurator;
+use vmm_sys_util::eventfd::EventFd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,23 +62,35 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
         level
     };
     crate::logger::init(&args.id, level, args.log_path.as_deref())?;
-    if !args.no_api {
-        return Err("the API server is not available yet: use --no-api --config-file".into());
-    }
-    let path = args
-        .config_file
-        .as_deref()
-        .ok_or("--no-api needs --config-file")?;
-    let config = read_config(path)?;
+    let config = match args.config_file.as_deref() {
+        Some(path) => read_config(path)?,
+        None => VmConfig::default(),
+    };
     let options = BuildOptions {
         process_start,
         boot_timer: args.boot_timer,
     };
     let mut event_manager =
         VmmEventManager::new().map_err(|e| format!("cannot create the event loop: {e:?}"))?;
-    let mut microvm =
-        build_microvm(&config, &mut event_manager, &options).map_err(|e| e.to_string())?;
-    let exit = microvm.run_until_exit(&mut event_manager);
+    let mut controller = VmmController::new(&args.id, options, PrebootConfigurator::new(config));
+    if !args.no_api {
+        let server = ApiServer::bind(&args.api_sock).map_err(|e| e.to_string())?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK)
+            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+        let (to_vmm, requests) = channel();
+        let api_wake = wake
+            .try_clone()
+            .map_err(|e| format!("cannot clone an eventfd: {e}"))?;
+        server.spawn(to_vmm, api_wake).map_err(|e| e.to_string())?;
+        controller.attach_api(&mut event_manager, requests, wake);
+    }
+    // Like Firecracker, a config file boots the VM at once; the API (if any) stays up.
+    if args.config_file.is_some() {
+        controller
+            .start(&mut event_manager)
+            .map_err(|e| e.to_string())?;
+    }
+    let exit = controller.run(&mut event_manager);
     let code = exit.exit_code();
     if code != 0 {
         eprintln!("ember: {exit}");

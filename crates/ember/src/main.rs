@@ -1,6 +1,7 @@
 //! `ember`: launch a microVM from a Firecracker-style JSON config, or configure one over a
 //! Firecracker-compatible REST API on a Unix socket.
 
+mod api;
 mod cli;
 mod logger;
 

@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod controller;
 pub mod devices;
 pub mod event_loop;
 pub mod loader;

@@ -1,0 +1,176 @@
+//! The VMM thread: serves API requests (configure, start, pause, ...) between turns of the
+//! event loop, builds the VM on InstanceStart and runs it until it ends.
+//!
+//! API requests arrive on a channel; the API thread writes an eventfd the loop watches, so a
+//! request wakes the loop without any lock shared with the API thread.
+
+use crate::builder::{build_microvm, BuildOptions};
+use crate::event_loop::{VmExit, VmmEventManager};
+use crate::microvm::{MicroVm, VmState};
+use crate::rpc::{
+    ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmActionError,
+    VmmData, VmmResponse, VMM_VERSION,
+};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Drains the API's wake-up eventfd; the requests themselves are read after each loop turn.
+struct ApiWakeup(EventFd);
+
+impl MutEventSubscriber for ApiWakeup {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.0, EventSet::IN)) {
+            log::error!("cannot watch the API eventfd: {e:?}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.0.read();
+    }
+}
+
+pub struct VmmController {
+    instance_id: String,
+    options: BuildOptions,
+    preboot: PrebootConfigurator,
+    microvm: Option<MicroVm>,
+    requests: Option<Receiver<ApiRequest>>,
+}
+
+impl VmmController {
+    pub fn new(instance_id: &str, options: BuildOptions, preboot: PrebootConfigurator) -> Self {
+        VmmController {
+            instance_id: instance_id.to_string(),
+            options,
+            preboot,
+            microvm: None,
+            requests: None,
+        }
+    }
+
+    /// Serves requests from `requests`; `wake` is written by the API thread after each send.
+    pub fn attach_api(
+        &mut self,
+        event_manager: &mut VmmEventManager,
+        requests: Receiver<ApiRequest>,
+        wake: EventFd,
+    ) {
+        event_manager.add_subscriber(Arc::new(Mutex::new(ApiWakeup(wake))));
+        self.requests = Some(requests);
+    }
+
+    /// Boots the configured VM (InstanceStart).
+    pub fn start(&mut self, event_manager: &mut VmmEventManager) -> Result<(), VmmActionError> {
+        let config = self.preboot.config_for_start()?;
+        let microvm = build_microvm(&config, event_manager, &self.options)
+            .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
+        self.microvm = Some(microvm);
+        Ok(())
+    }
+
+    /// Runs the loop until the VM ends (or, before boot, until the API goes away).
+    pub fn run(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
+        loop {
+            if let Some(microvm) = &self.microvm {
+                if let Some(exit) = microvm.exit() {
+                    microvm.flush_console();
+                    return exit;
+                }
+            }
+            if let Err(e) = event_manager.run() {
+                return VmExit::Error(format!("event loop failed: {e:?}"));
+            }
+            if let Err(exit) = self.serve_requests(event_manager) {
+                return exit;
+            }
+        }
+    }
+
+    fn serve_requests(&mut self, event_manager: &mut VmmEventManager) -> Result<(), VmExit> {
+        loop {
+            let Some(requests) = &self.requests else {
+                return Ok(());
+            };
+            match requests.try_recv() {
+                Ok((action, reply)) => {
+                    let response = self.handle(action, event_manager);
+                    // A client that hung up does not need its answer.
+                    let _ = reply.send(response);
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) if self.microvm.is_some() => {
+                    self.requests = None;
+                    return Ok(());
+                }
+                Err(TryRecvError::Disconnected) => {
+                    return Err(VmExit::Error(
+                        "the API thread stopped before the VM started".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn state(&self) -> InstanceState {
+        match self.microvm.as_ref().map(MicroVm::state) {
+            None => InstanceState::NotStarted,
+            Some(VmState::Running) => InstanceState::Running,
+            Some(VmState::Paused) => InstanceState::Paused,
+        }
+    }
+
+    /// Serves one action.
+    pub fn handle(
+        &mut self,
+        action: VmmAction,
+        event_manager: &mut VmmEventManager,
+    ) -> VmmResponse {
+        action.check_allowed(self.microvm.is_some())?;
+        match action {
+            VmmAction::GetInstanceInfo => Ok(VmmData::InstanceInfo(InstanceInfo::new(
+                &self.instance_id,
+                self.state(),
+            ))),
+            VmmAction::GetVersion => Ok(VmmData::Version(VMM_VERSION.to_string())),
+            VmmAction::FlushMetrics => Err(VmmActionError::Internal(
+                "Metrics are not supported by Ember yet.".into(),
+            )),
+            VmmAction::StartInstance => self.start(event_manager).map(|()| VmmData::Empty),
+            VmmAction::Pause
+            | VmmAction::Resume
+            | VmmAction::SendCtrlAltDel
+            | VmmAction::PatchDrive(_)
+            | VmmAction::PatchNetworkInterface(_) => self.handle_runtime(action),
+            other => self.preboot.apply(&other).unwrap_or(Ok(VmmData::Empty)),
+        }
+    }
+
+    fn handle_runtime(&mut self, action: VmmAction) -> VmmResponse {
+        let microvm = self
+            .microvm
+            .as_mut()
+            .ok_or(VmmActionError::NotSupportedBeforeStart)?;
+        let internal = |e: crate::microvm::MicroVmError| VmmActionError::Internal(e.to_string());
+        match action {
+            VmmAction::Pause => microvm.pause().map_err(internal)?,
+            VmmAction::Resume => microvm.resume().map_err(internal)?,
+            VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del().map_err(internal)?,
+            VmmAction::PatchDrive(update) => {
+                return Err(VmmActionError::Internal(format!(
+                    "Updating drive {:?} after boot is not supported by Ember yet.",
+                    update.drive_id
+                )))
+            }
+            VmmAction::PatchNetworkInterface(update) => {
+                return Err(VmmActionError::Internal(format!(
+                    "Network interface {:?}: rate limiters are not supported by Ember yet.",
+                    update.iface_id
+                )))
+            }
+            _ => {}
+        }
+        Ok(VmmData::Empty)
+    }
+}
