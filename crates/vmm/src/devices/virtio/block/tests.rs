@@ -499,7 +499,9 @@ fn new_backing_file_changes_capacity_and_missing_file_keeps_the_old_one() {
     };
     assert_eq!(capacity(&block), SECTORS);
     let big = disk_file(4 * SECTORS * SECTOR_SIZE);
-    block.update_backing_file(&drive(&big, false, CacheType::Unsafe)).unwrap();
+    block
+        .update_backing_file(&drive(&big, false, CacheType::Unsafe))
+        .unwrap();
     assert_eq!(capacity(&block), 4 * SECTORS);
     let mut missing = drive(&big, false, CacheType::Unsafe);
     missing.path_on_host = "/nonexistent/disk.img".into();
