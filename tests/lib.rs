@@ -18,6 +18,8 @@
 //! (see [`ember_cmd_arg`]), prints `EMBER-GUEST-CMD-EXIT: <status>` and
 //! reboots. [`GuestReport::parse`] reads all of that from console output.
 
+pub mod ember;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
