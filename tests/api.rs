@@ -234,3 +234,31 @@ fn patched_drive_shows_its_new_size_to_the_guest() {
     let (status, console) = ember.wait(120);
     assert!(status.success(), "console:\n{console}");
 }
+
+#[test]
+fn ctrl_alt_del_shuts_the_guest_down_cleanly() {
+    require_kvm();
+    let dir = TempDir::new("api-ctrl-alt-del");
+    let (ember, socket) = start_api(&dir);
+    configure_ticking_guest(&socket);
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "InstanceStart"})).0,
+        204
+    );
+    ember.wait_for("tick-2", BOOT_SECS);
+    let (status, body) = put(
+        &socket,
+        "/actions",
+        json!({"action_type": "SendCtrlAltDel"}),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, console) = ember.wait(120);
+    assert!(
+        status.success(),
+        "ember exited with {status}; console:\n{console}"
+    );
+    assert!(
+        console.contains("reboot: Restarting system"),
+        "the guest did not reboot; console:\n{console}"
+    );
+}
