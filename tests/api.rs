@@ -262,3 +262,51 @@ fn ctrl_alt_del_shuts_the_guest_down_cleanly() {
         "the guest did not reboot; console:\n{console}"
     );
 }
+
+#[test]
+fn flush_metrics_writes_device_counters() {
+    require_kvm();
+    let dir = TempDir::new("api-metrics");
+    let (ember, socket) = start_api(&dir);
+    let (status, body) = put(&socket, "/actions", json!({"action_type": "FlushMetrics"}));
+    assert_eq!(status, 400, "{body}");
+    let metrics_path = dir.path().join("metrics.json");
+    let image = dir.path().join("data.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let (status, body) = put(
+        &socket,
+        "/metrics",
+        json!({"metrics_path": metrics_path, "emit_id": true}),
+    );
+    assert_eq!(status, 204, "{body}");
+    configure_ticking_guest(&socket);
+    assert_eq!(
+        put(&socket, "/drives/data", drive("data", &image, false, false)).0,
+        204
+    );
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "InstanceStart"})).0,
+        204
+    );
+    ember.wait_for("tick-1", BOOT_SECS);
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "FlushMetrics"})).0,
+        204
+    );
+    let text = std::fs::read_to_string(&metrics_path).unwrap();
+    let line: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(line["id"], "api-test");
+    // The guest's driver probes the disk (partition table) at boot.
+    assert!(
+        line["block"]["data"]["requests"].as_u64().unwrap() > 0,
+        "{line}"
+    );
+    assert!(line["vmm"]["api_requests"].as_u64().unwrap() >= 6, "{line}");
+    ember.terminate();
+    ember.wait(60);
+    let lines = std::fs::read_to_string(&metrics_path)
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(lines, 2, "a final line is written when the VM ends");
+}

@@ -5,13 +5,16 @@
 //! request wakes the loop without any lock shared with the API thread.
 
 use crate::builder::{build_microvm, BuildOptions};
+use crate::config::MetricsConfig;
 use crate::event_loop::{VmExit, VmmEventManager};
+use crate::metrics::{MetricsSink, VmmCounters};
 use crate::microvm::{MicroVm, VmState};
 use crate::rpc::{
     ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmActionError,
     VmmData, VmmResponse, VMM_VERSION,
 };
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
@@ -37,6 +40,8 @@ pub struct VmmController {
     preboot: PrebootConfigurator,
     microvm: Option<MicroVm>,
     requests: Option<Receiver<ApiRequest>>,
+    metrics: Option<MetricsSink>,
+    counters: VmmCounters,
 }
 
 impl VmmController {
@@ -47,6 +52,8 @@ impl VmmController {
             preboot,
             microvm: None,
             requests: None,
+            metrics: None,
+            counters: VmmCounters::default(),
         }
     }
 
@@ -61,9 +68,41 @@ impl VmmController {
         self.requests = Some(requests);
     }
 
+    /// Opens the metrics file named by `config`.
+    fn open_metrics(&mut self, config: &MetricsConfig) -> Result<(), VmmActionError> {
+        let id = config.emit_id.then(|| self.instance_id.clone());
+        let sink = MetricsSink::open(&config.metrics_path, id).map_err(|e| {
+            VmmActionError::MetricsFile {
+                path: config.metrics_path.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.metrics = Some(sink);
+        Ok(())
+    }
+
+    /// Writes a metrics line (FlushMetrics, and once more when the VM ends).
+    fn flush_metrics(&mut self) -> Result<(), VmmActionError> {
+        let sink = self
+            .metrics
+            .as_mut()
+            .ok_or(VmmActionError::MetricsNotConfigured)?;
+        let mut sections = self
+            .microvm
+            .as_ref()
+            .map(MicroVm::device_metrics)
+            .unwrap_or_default();
+        sections.insert("vmm".into(), self.counters.to_json());
+        sink.write_line(sections)
+            .map_err(|e| VmmActionError::Internal(format!("Cannot write metrics: {e}")))
+    }
+
     /// Boots the configured VM (InstanceStart).
     pub fn start(&mut self, event_manager: &mut VmmEventManager) -> Result<(), VmmActionError> {
         let config = self.preboot.config_for_start()?;
+        if let (Some(metrics), None) = (&config.metrics, &self.metrics) {
+            self.open_metrics(&metrics.clone())?;
+        }
         let microvm = build_microvm(&config, event_manager, &self.options)
             .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
         self.microvm = Some(microvm);
@@ -76,6 +115,11 @@ impl VmmController {
             if let Some(microvm) = &self.microvm {
                 if let Some(exit) = microvm.exit() {
                     microvm.flush_console();
+                    if self.metrics.is_some() {
+                        if let Err(e) = self.flush_metrics() {
+                            log::warn!("{e}");
+                        }
+                    }
                     return exit;
                 }
             }
@@ -96,6 +140,10 @@ impl VmmController {
             match requests.try_recv() {
                 Ok((action, reply)) => {
                     let response = self.handle(action, event_manager);
+                    self.counters.api_requests.fetch_add(1, Ordering::Relaxed);
+                    if response.is_err() {
+                        self.counters.api_failures.fetch_add(1, Ordering::Relaxed);
+                    }
                     // A client that hung up does not need its answer.
                     let _ = reply.send(response);
                 }
@@ -134,9 +182,16 @@ impl VmmController {
                 self.state(),
             ))),
             VmmAction::GetVersion => Ok(VmmData::Version(VMM_VERSION.to_string())),
-            VmmAction::FlushMetrics => Err(VmmActionError::Internal(
-                "Metrics are not supported by Ember yet.".into(),
-            )),
+            VmmAction::FlushMetrics => self.flush_metrics().map(|()| VmmData::Empty),
+            VmmAction::ConfigureMetrics(metrics) => {
+                if self.preboot.config().metrics.is_some() {
+                    return Err(VmmActionError::MetricsAlreadyConfigured);
+                }
+                self.open_metrics(&metrics)?;
+                self.preboot
+                    .apply(&VmmAction::ConfigureMetrics(metrics))
+                    .unwrap_or(Ok(VmmData::Empty))
+            }
             VmmAction::StartInstance => self.start(event_manager).map(|()| VmmData::Empty),
             VmmAction::Pause
             | VmmAction::Resume

@@ -16,8 +16,12 @@ const KICK_RETRY: Duration = Duration::from_millis(10);
 /// After this long without an answer, the vCPU is considered stuck.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A block device by its drive id.
-pub type AttachedDrive = (String, Arc<Mutex<MmioTransport>>);
+/// A block device with its drive id and counters.
+pub struct AttachedDrive {
+    pub id: String,
+    pub transport: Arc<Mutex<MmioTransport>>,
+    pub metrics: Arc<crate::devices::virtio::block::BlockMetrics>,
+}
 
 /// The VMM thread's end of one vCPU thread.
 pub struct VcpuHandle {
@@ -81,8 +85,8 @@ impl MicroVm {
     pub fn drive(&self, drive_id: &str) -> Option<&Arc<Mutex<MmioTransport>>> {
         self.drives
             .iter()
-            .find(|(id, _)| id == drive_id)
-            .map(|(_, transport)| transport)
+            .find(|drive| drive.id == drive_id)
+            .map(|drive| &drive.transport)
     }
 
     pub fn state(&self) -> VmState {
@@ -171,6 +175,18 @@ impl MicroVm {
             .map_err(|e| MicroVmError::Drive(e.to_string()))?;
         transport.notify_config_change();
         Ok(())
+    }
+
+    /// Device counters, by device kind then id, for a metrics line.
+    pub fn device_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
+        let block: serde_json::Map<String, serde_json::Value> = self
+            .drives
+            .iter()
+            .map(|drive| (drive.id.clone(), drive.metrics.to_json()))
+            .collect();
+        let mut sections = serde_json::Map::new();
+        sections.insert("block".into(), serde_json::Value::Object(block));
+        sections
     }
 
     /// Types Ctrl-Alt-Del on the guest's keyboard.

@@ -8,7 +8,8 @@
 mod preboot;
 
 use crate::config::{
-    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, NetworkInterfaceConfig, VmConfig,
+    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, MetricsConfig,
+    NetworkInterfaceConfig, VmConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ pub enum VmmAction {
     SendCtrlAltDel,
     /// `PUT /actions` `FlushMetrics`.
     FlushMetrics,
+    /// `PUT /metrics`: where `FlushMetrics` writes.
+    ConfigureMetrics(MetricsConfig),
     /// `PATCH /vm` `Paused`.
     Pause,
     /// `PATCH /vm` `Resumed`.
@@ -82,7 +85,9 @@ impl VmmAction {
             ConfigureBootSource(_) | PutMachineConfig(_) | PatchMachineConfig(_) => {
                 ActionPhase::PreBootOnly
             }
-            InsertDrive(_) | InsertNetworkInterface(_) | StartInstance => ActionPhase::PreBootOnly,
+            InsertDrive(_) | InsertNetworkInterface(_) | StartInstance | ConfigureMetrics(_) => {
+                ActionPhase::PreBootOnly
+            }
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 ActionPhase::PostBootOnly
             }
@@ -221,6 +226,12 @@ pub enum VmmActionError {
     MissingKernelConfig,
     #[error("{kind} {id:?} does not exist.")]
     NotFound { kind: &'static str, id: String },
+    #[error("Reinitialization of metrics not allowed.")]
+    MetricsAlreadyConfigured,
+    #[error("The metrics system is not initialized: configure it with PUT /metrics first.")]
+    MetricsNotConfigured,
+    #[error("Cannot use the metrics file {path}: {reason}")]
+    MetricsFile { path: String, reason: String },
     /// Starting the VM failed; the text says where.
     #[error("{0}")]
     StartMicrovm(String),

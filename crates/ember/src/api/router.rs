@@ -12,7 +12,6 @@ const UNSUPPORTED: &[&str] = &[
     "entropy",
     "hotplug",
     "logger",
-    "metrics",
     "mmds",
     "pmem",
     "serial",
@@ -102,6 +101,7 @@ fn route_put(tokens: &[&str], body: &[u8]) -> Result<Option<VmmAction>, RouteErr
         ["actions"] => action(json(body)?),
         ["boot-source"] => VmmAction::ConfigureBootSource(json(body)?),
         ["machine-config"] => VmmAction::PutMachineConfig(json(body)?),
+        ["metrics"] => VmmAction::ConfigureMetrics(json(body)?),
         ["drives"] | ["network-interfaces"] => return Err(RouteError::EmptyId),
         ["drives", id] => VmmAction::InsertDrive(with_id(id, body, |d: &DriveConfig| &d.drive_id)?),
         ["network-interfaces", id] => {
@@ -177,6 +177,20 @@ mod tests {
         route(method, path, body.as_bytes())
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn put_metrics_configures_metrics() {
+        let action = route("PUT", "/metrics", br#"{"metrics_path": "/tmp/m.fifo"}"#).unwrap();
+        let VmmAction::ConfigureMetrics(metrics) = action else {
+            panic!("routed to {action:?}");
+        };
+        assert_eq!(
+            metrics.metrics_path,
+            std::path::PathBuf::from("/tmp/m.fifo")
+        );
+        assert!(!metrics.emit_id);
+        assert!(fault("PUT", "/metrics", r#"{"path": "/x"}"#).contains("unknown field"));
     }
 
     #[test]

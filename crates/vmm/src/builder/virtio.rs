@@ -89,8 +89,13 @@ pub fn attach_drives(
     let mut transports = Vec::with_capacity(ordered.len());
     for drive in ordered {
         let block = Block::new(drive).map_err(|e| BuildError::Virtio(e.to_string()))?;
+        let metrics = block.metrics();
         let transport = attached.attach(Box::new(block), &format!("drive {:?}", drive.drive_id))?;
-        transports.push((drive.drive_id.clone(), transport));
+        transports.push(AttachedDrive {
+            id: drive.drive_id.clone(),
+            transport,
+            metrics,
+        });
     }
     if let Some(root) = drives.iter().find(|d| d.is_root_device) {
         attached.cmdline_args.push(root_cmdline_arg(root));

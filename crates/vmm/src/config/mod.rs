@@ -28,6 +28,19 @@ pub struct VmConfig {
     pub drives: Vec<DriveConfig>,
     #[serde(rename = "network-interfaces", default)]
     pub network_interfaces: Vec<NetworkInterfaceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `metrics`: where `FlushMetrics` writes one JSON line of counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A file (appended to) or a named pipe.
+    pub metrics_path: PathBuf,
+    /// Put the instance id (`--id`) in every line as `"id"`.
+    #[serde(default)]
+    pub emit_id: bool,
 }
 
 /// `boot-source`: the kernel, its command line and an optional initrd.

@@ -3,7 +3,8 @@
 
 use super::{MachineConfigUpdate, VmmAction, VmmActionError, VmmData, VmmResponse};
 use crate::config::{
-    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, NetworkInterfaceConfig, VmConfig,
+    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, MetricsConfig,
+    NetworkInterfaceConfig, VmConfig,
 };
 
 /// Owns the `VmConfig` of a VM that has not started, and applies pre-boot actions to it.
@@ -44,6 +45,7 @@ impl PrebootConfigurator {
             PatchMachineConfig(update) => self.patch_machine_config(update),
             InsertDrive(drive) => self.insert_drive(drive),
             InsertNetworkInterface(iface) => self.insert_network_interface(iface),
+            ConfigureMetrics(metrics) => self.set_metrics(metrics),
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 Err(VmmActionError::NotSupportedBeforeStart)
             }
@@ -71,6 +73,14 @@ impl PrebootConfigurator {
             Err(ConfigError::MissingBootSource) => Err(VmmActionError::MissingKernelConfig),
             Err(err) => Err(err.into()),
         }
+    }
+
+    fn set_metrics(&mut self, metrics: &MetricsConfig) -> Result<(), VmmActionError> {
+        if self.config.metrics.is_some() {
+            return Err(VmmActionError::MetricsAlreadyConfigured);
+        }
+        self.config.metrics = Some(metrics.clone());
+        Ok(())
     }
 
     fn set_boot_source(&mut self, boot: &BootSourceConfig) -> Result<(), VmmActionError> {

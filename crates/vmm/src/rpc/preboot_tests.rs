@@ -225,3 +225,29 @@ fn start_needs_a_kernel_and_returns_the_config() {
     let got = apply(&mut cfg, GetVmConfig).unwrap();
     assert_eq!(got, VmmData::VmConfig(config));
 }
+
+#[test]
+fn metrics_can_be_configured_once() {
+    let mut cfg = PrebootConfigurator::default();
+    let metrics = crate::config::MetricsConfig {
+        metrics_path: "/tmp/m".into(),
+        emit_id: true,
+    };
+    assert_eq!(
+        apply(&mut cfg, ConfigureMetrics(metrics.clone())),
+        Ok(VmmData::Empty)
+    );
+    assert_eq!(cfg.config().metrics.as_ref(), Some(&metrics));
+    assert_eq!(
+        apply(&mut cfg, ConfigureMetrics(metrics)),
+        Err(VmmActionError::MetricsAlreadyConfigured)
+    );
+    assert_eq!(
+        ConfigureMetrics(crate::config::MetricsConfig {
+            metrics_path: "/m".into(),
+            emit_id: false
+        })
+        .check_allowed(true),
+        Err(VmmActionError::NotSupportedAfterStart)
+    );
+}

@@ -86,6 +86,18 @@ struct Active {
     interrupt: Arc<Interrupt>,
 }
 
+impl BlockMetrics {
+    /// The counters as a JSON object, for metrics lines.
+    pub fn to_json(&self) -> serde_json::Value {
+        let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({
+            "requests": load(&self.requests),
+            "failed_requests": load(&self.failed_requests),
+            "synced_flushes": load(&self.synced_flushes),
+        })
+    }
+}
+
 /// A virtio-block device.
 pub struct Block {
     handler: RequestHandler,
