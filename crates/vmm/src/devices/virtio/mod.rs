@@ -6,6 +6,7 @@
 //! - [`mmio`]: [`MmioTransport`], the virtio-mmio (version 2) register window.
 //! - [`block`]: virtio-block; requests are parsed from descriptor chains in
 //!   `block/request.rs` and reach the backing file in `block/backend.rs`.
+//! - [`net`]: virtio-net over a host TAP; `net/tx.rs` and `net/rx.rs` move frames.
 //!
 //! The guest is hostile: nothing it writes to registers, rings or descriptors may panic the
 //! VMM or make it touch memory outside guest RAM.
@@ -14,6 +15,7 @@ pub mod block;
 pub mod device;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 
 #[cfg(test)]
 pub(crate) mod test_utils;
@@ -21,6 +23,7 @@ pub(crate) mod test_utils;
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptError};
+pub use net::{Net, NetError};
 pub use mmio::{mmio_cmdline_arg, MmioError, MmioTransport, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
 
 /// Feature bit every modern (virtio 1.x) device offers.
