@@ -23,8 +23,8 @@ pub(crate) mod test_utils;
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptError};
-pub use net::{Net, NetError};
 pub use mmio::{mmio_cmdline_arg, MmioError, MmioTransport, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+pub use net::{Net, NetError};
 
 /// Feature bit every modern (virtio 1.x) device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

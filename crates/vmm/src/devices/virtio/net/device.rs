@@ -79,7 +79,10 @@ impl Net {
 
     fn kick_resume(&self) {
         if let Err(e) = self.resume.write(1) {
-            log::error!("virtio-net: {}: cannot write the resume eventfd: {e}", self.id);
+            log::error!(
+                "virtio-net: {}: cannot write the resume eventfd: {e}",
+                self.id
+            );
         }
     }
 }
@@ -190,7 +193,11 @@ impl VirtioDevice for Net {
         } else if events.fd() == self.resume.as_raw_fd() {
             self.on_resume();
         } else {
-            log::warn!("virtio-net: {}: event on unknown fd {}", self.id, events.fd());
+            log::warn!(
+                "virtio-net: {}: event on unknown fd {}",
+                self.id,
+                events.fd()
+            );
         }
     }
 }

@@ -185,7 +185,10 @@ mod tests {
     #[test]
     fn names_are_checked_before_any_syscall() {
         for bad in ["", "a-name-that-is-far-too-long", "nul\0"] {
-            assert!(matches!(Tap::open(bad), Err(TapError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(Tap::open(bad), Err(TapError::BadName(_))),
+                "{bad:?}"
+            );
         }
         assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
     }

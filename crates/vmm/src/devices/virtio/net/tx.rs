@@ -119,7 +119,10 @@ fn send_chain(
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
         Err(e) => {
-            log::debug!("virtio-net: {}: TAP refused a {len}-byte frame: {e}", tap.name());
+            log::debug!(
+                "virtio-net: {}: TAP refused a {len}-byte frame: {e}",
+                tap.name()
+            );
             metrics.tx_dropped_tap_error.fetch_add(1, Ordering::Relaxed);
             true
         }
