@@ -55,15 +55,11 @@ fn create_tap(name: &str, flags: libc::c_int) {
         .unwrap();
     let req = ifreq(name, flags);
     // SAFETY: valid tun fd and a live ifreq for the duration of the call.
-    assert_eq!(
-        unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &req) },
-        0
-    );
+    let ret = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &req) };
+    assert_eq!(ret, 0, "TUNSETIFF {name}");
     // SAFETY: valid tun fd; TUNSETPERSIST takes its argument by value.
-    assert_eq!(
-        unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1) },
-        0
-    );
+    let ret = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1) };
+    assert_eq!(ret, 0, "TUNSETPERSIST {name}");
 }
 
 /// Sets IFF_UP on `name` in the current namespace.
