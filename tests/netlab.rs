@@ -37,11 +37,8 @@ pub fn require_root_and_kvm() {
     const HOW: &str = "run through `tools/kvm-lab -- cargo test -p ember-integration-tests \
                        --test net` as root";
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "network tests need root: {HOW}"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "network tests need root: {HOW}");
     assert!(
         !Path::new("/sys/module/kvm_pvm").exists(),
         "/dev/kvm is PVM here: {HOW}"
