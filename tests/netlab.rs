@@ -184,7 +184,9 @@ impl Netns {
 
     pub fn ping(&self, addr: &str) -> String {
         // Debian's busybox-static: the lab has no iputils.
-        run(self.command("busybox").args(["ping", "-c", "3", "-W", "5", addr]))
+        run(self
+            .command("busybox")
+            .args(["ping", "-c", "3", "-W", "5", addr]))
     }
 
     /// Moves the calling thread into the namespace.

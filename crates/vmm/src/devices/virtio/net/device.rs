@@ -17,21 +17,33 @@ use crate::vstate::memory::GuestMemory;
 
 impl Net {
     /// Moves frames from the TAP to the guest. Returns true when the batch limit was hit.
+    ///
+    /// Guest notifications on the RX queue are only wanted while a frame waits for buffers.
     pub(super) fn process_rx(&mut self) -> bool {
         let Some(active) = self.active.as_mut() else {
             return false;
         };
-        let (used, stop) = self.rx.process(
-            &mut active.rx_queue,
-            &active.mem,
-            self.tap.as_ref(),
-            &self.metrics,
-            BATCH_LIMIT,
-        );
-        if used > 0 {
-            notify(&mut active.rx_queue, &active.mem, &active.interrupt);
+        let (mem, queue) = (&active.mem, &mut active.rx_queue);
+        let mut total = 0;
+        let mut more = false;
+        for _ in 0..RECHECKS {
+            let budget = BATCH_LIMIT - total;
+            let (used, stop) =
+                self.rx
+                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            total += used;
+            match stop {
+                RxStop::NoBuffers if rearm(queue, mem) => continue,
+                RxStop::NoBuffers => {}
+                RxStop::TapEmpty => quiet(queue, mem),
+                RxStop::Budget => more = true,
+            }
+            break;
         }
-        stop == RxStop::Budget
+        if total > 0 {
+            notify(queue, mem, &active.interrupt);
+        }
+        more
     }
 
     /// Sends the guest's frames to the TAP. Returns true when the batch limit was hit.
@@ -39,17 +51,28 @@ impl Net {
         let Some(active) = self.active.as_mut() else {
             return false;
         };
-        let (used, stop) = self.tx.process(
-            &mut active.tx_queue,
-            &active.mem,
-            self.tap.as_ref(),
-            &self.metrics,
-            BATCH_LIMIT,
-        );
-        if used > 0 {
-            notify(&mut active.tx_queue, &active.mem, &active.interrupt);
+        let (mem, queue) = (&active.mem, &mut active.tx_queue);
+        let mut total = 0;
+        let mut more = false;
+        for _ in 0..RECHECKS {
+            quiet(queue, mem);
+            let budget = BATCH_LIMIT - total;
+            let (used, stop) =
+                self.tx
+                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            total += used;
+            match stop {
+                TxStop::Empty if rearm(queue, mem) => continue,
+                // Blocked: EPOLLOUT resumes the queue, which re-enables notifications.
+                TxStop::Empty | TxStop::Blocked => {}
+                TxStop::Budget => more = true,
+            }
+            break;
         }
-        stop == TxStop::Budget
+        if total > 0 {
+            notify(queue, mem, &active.interrupt);
+        }
+        more
     }
 
     /// The TAP became readable and/or writable.
@@ -84,6 +107,25 @@ impl Net {
                 self.id
             );
         }
+    }
+}
+
+/// How many times a pass looks again when the driver added buffers while notifications
+/// were off, before leaving the rest to the next notification.
+const RECHECKS: usize = 8;
+
+/// Asks the driver to notify on new buffers; true if some arrived in the meantime.
+fn rearm(queue: &mut Queue, mem: &GuestMemory) -> bool {
+    queue.enable_notification(mem).unwrap_or_else(|e| {
+        log::warn!("virtio-net: cannot enable queue notifications: {e}");
+        false
+    })
+}
+
+/// Tells the driver not to notify (the device is busy or does not need buffers).
+fn quiet(queue: &mut Queue, mem: &GuestMemory) {
+    if let Err(e) = queue.disable_notification(mem) {
+        log::warn!("virtio-net: cannot disable queue notifications: {e}");
     }
 }
 

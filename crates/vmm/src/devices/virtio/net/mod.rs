@@ -27,6 +27,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -189,7 +190,8 @@ fn avail_features() -> u64 {
         VIRTIO_NET_F_HOST_UFO,
         VIRTIO_NET_F_MRG_RXBUF,
     ];
-    bits.iter().fold(VIRTIO_F_VERSION_1, |f, bit| f | 1 << bit)
+    let ring = VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX;
+    bits.iter().fold(ring, |f, bit| f | 1 << bit)
 }
 
 /// The `TUN_F_*` offloads matching the receive offloads the driver accepted: the TAP may

@@ -5,6 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueState};
 use vm_memory::{Address, Bytes, GuestAddress};
 
@@ -62,12 +63,12 @@ impl Ring {
         }
     }
 
-    pub fn queue(&self) -> Queue {
+    pub fn queue(&self, event_idx: bool) -> Queue {
         let state = QueueState {
             max_size: SIZE,
             next_avail: 0,
             next_used: 0,
-            event_idx_enabled: false,
+            event_idx_enabled: event_idx,
             size: SIZE,
             ready: true,
             desc_table: self.desc,
@@ -99,6 +100,23 @@ impl Ring {
         mem.write_obj(self.avail_idx.to_le(), GuestAddress(self.avail + 2))
             .unwrap();
         head
+    }
+
+    /// `avail_event`: the driver notifies when its avail index passes it (EVENT_IDX).
+    pub fn avail_event(&self, mem: &GuestMemory) -> u16 {
+        let addr = self.used + 4 + 8 * u64::from(SIZE);
+        u16::from_le(mem.read_obj(GuestAddress(addr)).unwrap())
+    }
+
+    /// Sets `used_event`: the device interrupts when its used index passes it (EVENT_IDX).
+    pub fn set_used_event(&self, mem: &GuestMemory, idx: u16) {
+        let addr = self.avail + 4 + 2 * u64::from(SIZE);
+        mem.write_obj(idx.to_le(), GuestAddress(addr)).unwrap();
+    }
+
+    /// The used ring's flags (bit 0: VRING_USED_F_NO_NOTIFY).
+    pub fn used_flags(&self, mem: &GuestMemory) -> u16 {
+        u16::from_le(mem.read_obj(GuestAddress(self.used)).unwrap())
     }
 
     pub fn used_idx(&self, mem: &GuestMemory) -> u16 {
@@ -147,8 +165,11 @@ pub fn setup(features: Option<u64>) -> Setup {
     let mem = guest_memory();
     let (rx, tx) = (Ring::new(0x1000), Ring::new(0x4000));
     let interrupt = Arc::new(Interrupt::new().unwrap());
-    net.set_acked_features(features.unwrap_or(net.avail_features()));
-    net.activate(mem.clone(), vec![rx.queue(), tx.queue()], interrupt.clone())
+    let features = features.unwrap_or(net.avail_features());
+    net.set_acked_features(features);
+    let event_idx = features & 1 << VIRTIO_RING_F_EVENT_IDX != 0;
+    let queues = vec![rx.queue(event_idx), tx.queue(event_idx)];
+    net.activate(mem.clone(), queues, interrupt.clone())
         .unwrap();
     Setup {
         net,

@@ -127,7 +127,7 @@ fn setup_on(tap: Box<dyn TapIo>) -> Setup {
     let mut s = setup(None);
     let mut net = Net::with_tap("eth0", MAC, tap).unwrap();
     net.set_acked_features(net.avail_features());
-    let queues = vec![s.rx.queue(), s.tx.queue()];
+    let queues = vec![s.rx.queue(true), s.tx.queue(true)];
     net.activate(s.mem.clone(), queues, s.interrupt.clone())
         .unwrap();
     s.metrics = net.metrics();

@@ -222,9 +222,21 @@ fn rx_before_activation_is_picked_up_later() {
     s.net.on_tap_event(EventSet::IN);
     let interrupt = s.interrupt.clone();
     s.net.set_acked_features(s.net.avail_features());
-    let queues = vec![s.rx.queue(), s.tx.queue()];
+    let queues = vec![s.rx.queue(true), s.tx.queue(true)];
     s.net.activate(s.mem.clone(), queues, interrupt).unwrap();
     s.rx.add_chain(&s.mem, &[writable(BUFFERS, 2048)]);
     s.net.process_queue(RX_INDEX);
     assert_eq!(s.rx.used_idx(&s.mem), 1);
+}
+
+#[test]
+fn rx_kicks_are_wanted_only_while_waiting_for_buffers() {
+    let mut s = setup(Some(VIRTIO_F_VERSION_1));
+    inject(&s, &tap_frame(100, 8));
+    s.net.on_tap_event(EventSet::IN);
+    assert_eq!(s.rx.used_flags(&s.mem), 0, "deferred but kicks are off");
+    s.rx.add_chain(&s.mem, &[writable(BUFFERS, 2048)]);
+    s.net.process_queue(RX_INDEX);
+    assert_eq!(s.rx.used_idx(&s.mem), 1);
+    assert_eq!(s.rx.used_flags(&s.mem), 1, "TAP drained but kicks still on");
 }

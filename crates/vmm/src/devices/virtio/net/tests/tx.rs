@@ -169,3 +169,36 @@ fn bogus_head_index_does_not_panic() {
     s.net.process_queue(TX_INDEX);
     assert!(s.sent_frames().is_empty());
 }
+
+#[test]
+fn event_idx_asks_for_the_next_kick_and_suppresses_interrupts() {
+    let mut s = setup(None);
+    s.write(BUFFERS, &frame(100, 7));
+    for _ in 0..3 {
+        s.tx.add_chain(&s.mem, &[readable(BUFFERS, 112)]);
+    }
+    // The driver wants an interrupt only once the 10th buffer is used.
+    s.tx.set_used_event(&s.mem, 9);
+    s.net.process_queue(TX_INDEX);
+    assert_eq!(s.tx.used_idx(&s.mem), 3);
+    assert_eq!(s.tx.avail_event(&s.mem), 3, "next kick not requested");
+    assert_eq!(s.interrupts(), 0);
+    s.tx.set_used_event(&s.mem, 3);
+    s.tx.add_chain(&s.mem, &[readable(BUFFERS, 112)]);
+    s.net.process_queue(TX_INDEX);
+    assert_eq!(s.interrupts(), 1);
+    assert_eq!(s.sent_frames().len(), 4);
+}
+
+#[test]
+fn without_event_idx_kicks_are_off_only_while_busy() {
+    let mut s = setup(Some(crate::devices::virtio::VIRTIO_F_VERSION_1));
+    s.write(BUFFERS, &frame(100, 8));
+    s.tx.add_chain(&s.mem, &[readable(BUFFERS, 112)]);
+    s.net.process_queue(TX_INDEX);
+    assert_eq!(
+        s.tx.used_flags(&s.mem),
+        0,
+        "VRING_USED_F_NO_NOTIFY left set"
+    );
+}
