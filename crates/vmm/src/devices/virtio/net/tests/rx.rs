@@ -240,3 +240,38 @@ fn rx_kicks_are_wanted_only_while_waiting_for_buffers() {
     assert_eq!(s.rx.used_idx(&s.mem), 1);
     assert_eq!(s.rx.used_flags(&s.mem), 1, "TAP drained but kicks still on");
 }
+
+#[test]
+fn gso_sized_frame_spans_many_mergeable_buffers() {
+    let mut s = setup(None);
+    for i in 0..50 {
+        s.rx.add_chain(&s.mem, &[writable(BUFFERS + i * 0x800, 1536)]);
+    }
+    let bytes = tap_frame(65000, 9);
+    inject(&s, &bytes);
+    s.net.on_tap_event(EventSet::IN);
+    let chains = (bytes.len() + 1535) / 1536;
+    assert_eq!(usize::from(s.rx.used_idx(&s.mem)), chains);
+    let mut got = Vec::new();
+    for n in 0..chains as u16 {
+        let (id, len) = s.rx.used_elem(&s.mem, n);
+        got.extend(s.read(BUFFERS + u64::from(id) * 0x800, len as usize));
+    }
+    assert_eq!(got, with_num_buffers(bytes, chains as u16));
+}
+
+#[test]
+fn mergeable_frame_larger_than_the_whole_queue_is_dropped() {
+    let mut s = setup(None);
+    for i in 0..u64::from(SIZE) {
+        s.rx.add_chain(&s.mem, &[writable(BUFFERS + i * 16, 16)]);
+    }
+    inject(&s, &tap_frame(5000, 1));
+    let small = tap_frame(4, 2);
+    inject(&s, &small);
+    s.net.on_tap_event(EventSet::IN);
+    assert_eq!(get(&s.metrics.rx_dropped_too_big), 1);
+    // The buffers were kept for the next frame.
+    assert_eq!(s.rx.used_idx(&s.mem), 1);
+    assert_eq!(s.read(BUFFERS, small.len()), with_num_buffers(small, 1));
+}
