@@ -250,7 +250,7 @@ fn gso_sized_frame_spans_many_mergeable_buffers() {
     let bytes = tap_frame(65000, 9);
     inject(&s, &bytes);
     s.net.on_tap_event(EventSet::IN);
-    let chains = (bytes.len() + 1535) / 1536;
+    let chains = bytes.len().div_ceil(1536);
     assert_eq!(usize::from(s.rx.used_idx(&s.mem)), chains);
     let mut got = Vec::new();
     for n in 0..chains as u16 {
