@@ -85,9 +85,6 @@ pub fn build_microvm(
     options: &BuildOptions,
 ) -> Result<MicroVm, BuildError> {
     config.validate()?;
-    if !config.network_interfaces.is_empty() {
-        return Err(BuildError::NotSupportedYet("network-interfaces"));
-    }
     let boot_source = config
         .boot_source
         .as_ref()
@@ -115,6 +112,8 @@ pub fn build_microvm(
         cmdline_args: Vec::new(),
     };
     let drives = virtio::attach_drives(&mut virtio, &config.drives)?;
+    // The transports live on in the MMIO bus and the event manager.
+    let _nets = virtio::attach_network_interfaces(&mut virtio, &config.network_interfaces)?;
     let device_args = virtio.cmdline_args;
 
     let cmdline = loader::build_cmdline(boot_source.boot_args_or_default(), &device_args)?;

@@ -3,9 +3,9 @@
 
 use super::BuildError;
 use crate::arch::x86_64::layout::{IRQ_MAX, VIRTIO_IRQ_BASE, VIRTIO_MMIO_START};
-use crate::config::DriveConfig;
+use crate::config::{DriveConfig, NetworkInterfaceConfig};
 use crate::devices::virtio::{
-    mmio_cmdline_arg, Block, MmioTransport, VirtioDevice, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE,
+    mmio_cmdline_arg, Block, MmioTransport, Net, VirtioDevice, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE,
 };
 use crate::devices::Bus;
 use crate::event_loop::VmmEventManager;
@@ -99,6 +99,24 @@ pub fn attach_drives(
     }
     if let Some(root) = drives.iter().find(|d| d.is_root_device) {
         attached.cmdline_args.push(root_cmdline_arg(root));
+    }
+    Ok(transports)
+}
+
+/// A network interface by its iface_id.
+pub type AttachedNet = (String, Arc<Mutex<MmioTransport>>);
+
+/// Attaches every network interface, in configuration order (`eth0`, `eth1`, ...).
+pub fn attach_network_interfaces(
+    attached: &mut AttachedVirtio,
+    ifaces: &[NetworkInterfaceConfig],
+) -> Result<Vec<AttachedNet>, BuildError> {
+    let mut transports = Vec::with_capacity(ifaces.len());
+    for iface in ifaces {
+        let net = Net::new(iface).map_err(|e| BuildError::Virtio(e.to_string()))?;
+        let name = format!("network interface {:?}", iface.iface_id);
+        let transport = attached.attach(Box::new(net), &name)?;
+        transports.push((iface.iface_id.clone(), transport));
     }
     Ok(transports)
 }

@@ -6,7 +6,7 @@ mod validate;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use validate::{host_memory_mib, ConfigError, MAX_CMDLINE_LEN, MAX_VCPUS};
+pub use validate::{host_memory_mib, parse_mac, ConfigError, MAX_CMDLINE_LEN, MAX_VCPUS};
 
 /// Boot arguments used when the user gives none (Firecracker's defaults).
 pub const DEFAULT_BOOT_ARGS: &str = "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=0 \

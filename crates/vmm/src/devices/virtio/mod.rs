@@ -6,6 +6,7 @@
 //! - [`mmio`]: [`MmioTransport`], the virtio-mmio (version 2) register window.
 //! - [`block`]: virtio-block; requests are parsed from descriptor chains in
 //!   `block/request.rs` and reach the backing file in `block/backend.rs`.
+//! - [`net`]: virtio-net over a host TAP; `net/tx.rs` and `net/rx.rs` move frames.
 //!
 //! The guest is hostile: nothing it writes to registers, rings or descriptors may panic the
 //! VMM or make it touch memory outside guest RAM.
@@ -14,6 +15,7 @@ pub mod block;
 pub mod device;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 
 #[cfg(test)]
 pub(crate) mod test_utils;
@@ -22,6 +24,7 @@ pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptError};
 pub use mmio::{mmio_cmdline_arg, MmioError, MmioTransport, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+pub use net::{Net, NetError};
 
 /// Feature bit every modern (virtio 1.x) device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;

@@ -1,0 +1,245 @@
+//! [`Net`] as a [`VirtioDevice`]: negotiation, config space, queues and TAP events.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use event_manager::{EventOps, EventSet, Events};
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_queue::{Queue, QueueT};
+
+use super::rx::RxStop;
+use super::tx::TxStop;
+use super::{tap_offloads, Active, Net, BATCH_LIMIT, RX_INDEX, TX_INDEX};
+use crate::devices::virtio::device::{read_config_bytes, ActivateError, VirtioDevice};
+use crate::devices::virtio::interrupt::Interrupt;
+use crate::vstate::memory::GuestMemory;
+
+impl Net {
+    /// Moves frames from the TAP to the guest. Returns true when the batch limit was hit.
+    ///
+    /// Guest notifications on the RX queue are only wanted while a frame waits for buffers.
+    pub(super) fn process_rx(&mut self) -> bool {
+        let Some(active) = self.active.as_mut() else {
+            return false;
+        };
+        let (mem, queue) = (&active.mem, &mut active.rx_queue);
+        let mut total = 0;
+        let mut more = false;
+        for _ in 0..RECHECKS {
+            let budget = BATCH_LIMIT - total;
+            let (used, stop) =
+                self.rx
+                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            total += used;
+            match stop {
+                RxStop::NoBuffers if rearm(queue, mem) => continue,
+                RxStop::NoBuffers => {}
+                RxStop::TapEmpty => quiet(queue, mem),
+                RxStop::Budget => more = true,
+            }
+            break;
+        }
+        if total > 0 {
+            notify(queue, mem, &active.interrupt);
+        }
+        more
+    }
+
+    /// Sends the guest's frames to the TAP. Returns true when the batch limit was hit.
+    pub(super) fn process_tx(&mut self) -> bool {
+        let Some(active) = self.active.as_mut() else {
+            return false;
+        };
+        let (mem, queue) = (&active.mem, &mut active.tx_queue);
+        let mut total = 0;
+        let mut more = false;
+        for _ in 0..RECHECKS {
+            quiet(queue, mem);
+            let budget = BATCH_LIMIT - total;
+            let (used, stop) =
+                self.tx
+                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            total += used;
+            match stop {
+                TxStop::Empty if rearm(queue, mem) => continue,
+                // Blocked: EPOLLOUT resumes the queue, which re-enables notifications.
+                TxStop::Empty | TxStop::Blocked => {}
+                TxStop::Budget => more = true,
+            }
+            break;
+        }
+        if total > 0 {
+            notify(queue, mem, &active.interrupt);
+        }
+        more
+    }
+
+    /// The TAP became readable and/or writable.
+    pub(super) fn on_tap_event(&mut self, events: EventSet) {
+        let mut more = false;
+        if events.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
+            self.rx.tap_readable = true;
+            more |= self.process_rx();
+        }
+        if events.contains(EventSet::OUT) && self.tx.blocked {
+            self.tx.blocked = false;
+            more |= self.process_tx();
+        }
+        if more {
+            self.kick_resume();
+        }
+    }
+
+    /// The resume eventfd fired: continue where a batch limit stopped.
+    pub(super) fn on_resume(&mut self) {
+        let _ = self.resume.read();
+        let more = self.process_rx() | self.process_tx();
+        if more {
+            self.kick_resume();
+        }
+    }
+
+    fn kick_resume(&self) {
+        if let Err(e) = self.resume.write(1) {
+            log::error!(
+                "virtio-net: {}: cannot write the resume eventfd: {e}",
+                self.id
+            );
+        }
+    }
+}
+
+/// How many times a pass looks again when the driver added buffers while notifications
+/// were off, before leaving the rest to the next notification.
+const RECHECKS: usize = 8;
+
+/// Asks the driver to notify on new buffers; true if some arrived in the meantime.
+fn rearm(queue: &mut Queue, mem: &GuestMemory) -> bool {
+    queue.enable_notification(mem).unwrap_or_else(|e| {
+        log::warn!("virtio-net: cannot enable queue notifications: {e}");
+        false
+    })
+}
+
+/// Tells the driver not to notify (the device is busy or does not need buffers).
+fn quiet(queue: &mut Queue, mem: &GuestMemory) {
+    if let Err(e) = queue.disable_notification(mem) {
+        log::warn!("virtio-net: cannot disable queue notifications: {e}");
+    }
+}
+
+/// Raises the used-buffer interrupt if the driver wants one.
+fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &Interrupt) {
+    if queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal_used_queue();
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        self.avail_features
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features;
+        self.rx.mergeable = self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
+        if let Err(e) = self.tap.set_offload(tap_offloads(self.acked_features)) {
+            log::error!("virtio-net: {}: {e}", self.id);
+        }
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::warn!(
+            "virtio-net: {}: write of {} bytes to read-only config at {offset:#x} ignored",
+            self.id,
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<Queue>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let got = queues.len();
+        let Ok([rx_queue, tx_queue]) = <[Queue; 2]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount { expected: 2, got });
+        };
+        self.active = Some(Active {
+            mem,
+            rx_queue,
+            tx_queue,
+            interrupt,
+        });
+        // Frames may have queued up before the driver was ready; the edge is gone, so
+        // look as soon as the guest posts buffers.
+        self.rx.tap_readable = true;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+        self.rx.reset();
+        self.tx.blocked = false;
+        if let Err(e) = self.tap.set_offload(0) {
+            log::warn!("virtio-net: {}: {e}", self.id);
+        }
+    }
+
+    fn process_queue(&mut self, index: usize) -> bool {
+        match index {
+            RX_INDEX if self.rx.has_work() => self.process_rx(),
+            RX_INDEX => false,
+            TX_INDEX => self.process_tx(),
+            _ => {
+                log::warn!("virtio-net: {}: notification for queue {index}", self.id);
+                false
+            }
+        }
+    }
+
+    fn init_events(&mut self, ops: &mut EventOps) {
+        let tap = EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED;
+        let registrations = [
+            (self.tap.as_raw_fd(), tap),
+            (self.resume.as_raw_fd(), EventSet::IN),
+        ];
+        for (fd, set) in registrations {
+            if let Err(e) = ops.add(Events::new_raw(fd, set)) {
+                log::error!("virtio-net: {}: cannot watch fd {fd}: {e}", self.id);
+            }
+        }
+    }
+
+    fn process_event(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.tap.as_raw_fd() {
+            self.on_tap_event(events.event_set());
+        } else if events.fd() == self.resume.as_raw_fd() {
+            self.on_resume();
+        } else {
+            log::warn!(
+                "virtio-net: {}: event on unknown fd {}",
+                self.id,
+                events.fd()
+            );
+        }
+    }
+}
