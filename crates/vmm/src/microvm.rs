@@ -58,6 +58,8 @@ pub struct MicroVm {
     pub(crate) state: VmState,
     /// Block devices by drive id, for updates after boot.
     pub(crate) drives: Vec<AttachedDrive>,
+    /// Network interface counters by iface id.
+    pub(crate) nets: Vec<crate::builder::AttachedNet>,
 }
 
 fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,8 +186,14 @@ impl MicroVm {
             .iter()
             .map(|drive| (drive.id.clone(), drive.metrics.to_json()))
             .collect();
+        let net: serde_json::Map<String, serde_json::Value> = self
+            .nets
+            .iter()
+            .map(|(id, metrics)| (id.clone(), metrics.to_json()))
+            .collect();
         let mut sections = serde_json::Map::new();
         sections.insert("block".into(), serde_json::Value::Object(block));
+        sections.insert("net".into(), serde_json::Value::Object(net));
         sections
     }
 

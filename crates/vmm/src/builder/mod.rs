@@ -12,6 +12,8 @@ use crate::devices::Bus;
 mod legacy;
 mod virtio;
 
+pub use virtio::AttachedNet;
+
 use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};
 use crate::microvm::{MicroVm, VcpuHandle};
@@ -53,8 +55,6 @@ pub enum BuildError {
     EventFd(std::io::Error),
     #[error("cannot start vCPU thread {index}: {source}")]
     SpawnVcpu { index: u8, source: std::io::Error },
-    #[error("{0} are not supported yet")]
-    NotSupportedYet(&'static str),
     #[error("cannot attach {0}: every IRQ line is in use")]
     TooManyDevices(String),
     #[error("{0}")]
@@ -113,7 +113,7 @@ pub fn build_microvm(
     };
     let drives = virtio::attach_drives(&mut virtio, &config.drives)?;
     // The transports live on in the MMIO bus and the event manager.
-    let _nets = virtio::attach_network_interfaces(&mut virtio, &config.network_interfaces)?;
+    let nets = virtio::attach_network_interfaces(&mut virtio, &config.network_interfaces)?;
     let device_args = virtio.cmdline_args;
 
     let cmdline = loader::build_cmdline(boot_source.boot_args_or_default(), &device_args)?;
@@ -199,5 +199,6 @@ pub fn build_microvm(
         i8042: legacy.i8042,
         state: crate::microvm::VmState::Running,
         drives,
+        nets,
     })
 }

@@ -104,7 +104,7 @@ pub fn attach_drives(
 }
 
 /// A network interface by its iface_id.
-pub type AttachedNet = (String, Arc<Mutex<MmioTransport>>);
+pub type AttachedNet = (String, Arc<crate::devices::virtio::net::NetMetrics>);
 
 /// Attaches every network interface, in configuration order (`eth0`, `eth1`, ...).
 pub fn attach_network_interfaces(
@@ -115,8 +115,9 @@ pub fn attach_network_interfaces(
     for iface in ifaces {
         let net = Net::new(iface).map_err(|e| BuildError::Virtio(e.to_string()))?;
         let name = format!("network interface {:?}", iface.iface_id);
-        let transport = attached.attach(Box::new(net), &name)?;
-        transports.push((iface.iface_id.clone(), transport));
+        let metrics = net.metrics();
+        attached.attach(Box::new(net), &name)?;
+        transports.push((iface.iface_id.clone(), metrics));
     }
     Ok(transports)
 }

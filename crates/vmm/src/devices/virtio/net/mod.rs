@@ -99,6 +99,27 @@ pub struct NetMetrics {
     pub tx_blocked: AtomicU64,
 }
 
+impl NetMetrics {
+    /// The counters as a JSON object, for metrics lines.
+    pub fn to_json(&self) -> serde_json::Value {
+        let load = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({
+            "rx_packets": load(&self.rx_packets),
+            "rx_bytes": load(&self.rx_bytes),
+            "rx_dropped_too_big": load(&self.rx_dropped_too_big),
+            "rx_dropped_short": load(&self.rx_dropped_short),
+            "rx_bad_chains": load(&self.rx_bad_chains),
+            "rx_deferred": load(&self.rx_deferred),
+            "rx_tap_errors": load(&self.rx_tap_errors),
+            "tx_packets": load(&self.tx_packets),
+            "tx_bytes": load(&self.tx_bytes),
+            "tx_dropped_malformed": load(&self.tx_dropped_malformed),
+            "tx_dropped_tap_error": load(&self.tx_dropped_tap_error),
+            "tx_blocked": load(&self.tx_blocked)
+        })
+    }
+}
+
 struct Active {
     mem: GuestMemory,
     rx_queue: Queue,
