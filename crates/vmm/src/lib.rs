@@ -9,4 +9,5 @@ pub mod event_loop;
 pub mod loader;
 pub mod microvm;
 pub mod rpc;
+pub mod seccomp;
 pub mod vstate;
