@@ -158,10 +158,31 @@ impl VmmController {
             VmmAction::Resume => microvm.resume().map_err(internal)?,
             VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del().map_err(internal)?,
             VmmAction::PatchDrive(update) => {
-                return Err(VmmActionError::Internal(format!(
-                    "Updating drive {:?} after boot is not supported by Ember yet.",
-                    update.drive_id
-                )))
+                if update.rate_limiter.is_some() {
+                    return Err(VmmActionError::InvalidConfig(
+                        crate::config::ConfigError::RateLimiter(format!(
+                            "drive {:?}",
+                            update.drive_id
+                        )),
+                    ));
+                }
+                let Some(path) = update.path_on_host else {
+                    return Err(VmmActionError::EmptyPatch);
+                };
+                let mut drive = self
+                    .preboot
+                    .config()
+                    .drives
+                    .iter()
+                    .find(|d| d.drive_id == update.drive_id)
+                    .cloned()
+                    .ok_or(VmmActionError::NotFound {
+                        kind: "Drive",
+                        id: update.drive_id.clone(),
+                    })?;
+                drive.path_on_host = path;
+                microvm.update_drive(&drive).map_err(internal)?;
+                self.preboot.record_drive_update(drive);
             }
             VmmAction::PatchNetworkInterface(update) => {
                 return Err(VmmActionError::Internal(format!(

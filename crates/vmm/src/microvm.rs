@@ -31,6 +31,10 @@ pub enum MicroVmError {
     VcpuUnresponsive(usize, VcpuCommand),
     #[error("the guest is not reading its keyboard: {0}")]
     Keyboard(String),
+    #[error("drive {0:?} does not exist")]
+    NoSuchDrive(String),
+    #[error("{0}")]
+    Drive(String),
 }
 
 /// Lifecycle state as the API reports it.
@@ -148,6 +152,25 @@ impl MicroVm {
             }
         }
         Err(MicroVmError::VcpuUnresponsive(index, command))
+    }
+
+    /// Points drive `config.drive_id` at `config.path_on_host` and tells the guest its
+    /// capacity may have changed.
+    pub fn update_drive(&self, config: &crate::config::DriveConfig) -> Result<(), MicroVmError> {
+        let transport = self
+            .drive(&config.drive_id)
+            .ok_or_else(|| MicroVmError::NoSuchDrive(config.drive_id.clone()))?;
+        let mut transport = lock(transport);
+        let block = transport
+            .device_mut()
+            .as_any_mut()
+            .and_then(|device| device.downcast_mut::<crate::devices::virtio::Block>())
+            .ok_or_else(|| MicroVmError::NoSuchDrive(config.drive_id.clone()))?;
+        block
+            .update_backing_file(config)
+            .map_err(|e| MicroVmError::Drive(e.to_string()))?;
+        transport.notify_config_change();
+        Ok(())
     }
 
     /// Types Ctrl-Alt-Del on the guest's keyboard.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 pub use validate::{host_memory_mib, ConfigError, MAX_CMDLINE_LEN, MAX_VCPUS};
 
 /// Boot arguments used when the user gives none (Firecracker's defaults).
-pub const DEFAULT_BOOT_ARGS: &str = "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=1 \
-i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce";
+pub const DEFAULT_BOOT_ARGS: &str = "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=0 \
+i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 
 /// A whole VM: what `--config-file` holds and what `GET /vm/config` returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

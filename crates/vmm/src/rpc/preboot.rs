@@ -52,6 +52,18 @@ impl PrebootConfigurator {
         Some(applied.map(|()| VmmData::Empty))
     }
 
+    /// Records a drive changed after boot, so `GET /vm/config` shows what the VM now uses.
+    pub fn record_drive_update(&mut self, drive: DriveConfig) {
+        if let Some(slot) = self
+            .config
+            .drives
+            .iter_mut()
+            .find(|d| d.drive_id == drive.drive_id)
+        {
+            *slot = drive;
+        }
+    }
+
     /// The validated configuration to boot, for `InstanceStart`.
     pub fn config_for_start(&self) -> Result<VmConfig, VmmActionError> {
         match self.config.validate() {

@@ -65,6 +65,11 @@ pub trait VirtioDevice: Send {
 
     /// An event on one of the fds registered in `init_events`.
     fn process_event(&mut self, _events: Events, _ops: &mut EventOps) {}
+
+    /// The concrete device, for updates only it understands (a drive's new backing file).
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// Copies `config[offset..offset + data.len()]` into `data` if that range is inside `config`;

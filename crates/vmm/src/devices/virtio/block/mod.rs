@@ -125,6 +125,15 @@ impl Block {
         self.metrics.clone()
     }
 
+    /// Swaps the backing file for `config.path_on_host` (PATCH /drives after boot) and
+    /// updates the capacity; the caller tells the driver through a config-change interrupt.
+    pub fn update_backing_file(&mut self, config: &DriveConfig) -> Result<(), BlockError> {
+        let disk = DiskFile::open(config)?;
+        self.config[0..8].copy_from_slice(&disk.nsectors().to_le_bytes());
+        self.handler = RequestHandler::new(&config.drive_id, disk, self.metrics.clone());
+        Ok(())
+    }
+
     /// Handles available requests, then interrupts the guest once if any were used.
     /// Returns true when the batch limit was hit and requests may remain.
     fn process_requests(&mut self) -> bool {
@@ -152,6 +161,10 @@ impl Block {
 }
 
 impl VirtioDevice for Block {
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn device_type(&self) -> u32 {
         VIRTIO_ID_BLOCK
     }

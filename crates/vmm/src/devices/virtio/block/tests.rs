@@ -487,3 +487,24 @@ fn open_errors_name_drive_path_and_cause() {
     config.is_read_only = true;
     assert!(Block::new(&config).is_ok());
 }
+
+#[test]
+fn new_backing_file_changes_capacity_and_missing_file_keeps_the_old_one() {
+    let small = disk_file(SECTORS * SECTOR_SIZE);
+    let mut block = Block::new(&drive(&small, false, CacheType::Unsafe)).unwrap();
+    let capacity = |block: &Block| {
+        let mut bytes = [0u8; 8];
+        block.read_config(0, &mut bytes);
+        u64::from_le_bytes(bytes)
+    };
+    assert_eq!(capacity(&block), SECTORS);
+    let big = disk_file(4 * SECTORS * SECTOR_SIZE);
+    block
+        .update_backing_file(&drive(&big, false, CacheType::Unsafe))
+        .unwrap();
+    assert_eq!(capacity(&block), 4 * SECTORS);
+    let mut missing = drive(&big, false, CacheType::Unsafe);
+    missing.path_on_host = "/nonexistent/disk.img".into();
+    assert!(block.update_backing_file(&missing).is_err());
+    assert_eq!(capacity(&block), 4 * SECTORS);
+}

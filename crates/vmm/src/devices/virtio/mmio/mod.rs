@@ -147,6 +147,18 @@ impl MmioTransport {
         self.status
     }
 
+    /// The backend, for updates after boot.
+    pub fn device_mut(&mut self) -> &mut dyn VirtioDevice {
+        self.device.as_mut()
+    }
+
+    /// Tells the driver the device's config space changed (a new generation, then an
+    /// interrupt), so it re-reads it, e.g. a drive's capacity.
+    pub fn notify_config_change(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        self.interrupt.signal_config_change();
+    }
+
     /// A queue eventfd fired: drain it and, if the device runs, let it process the queue.
     fn on_queue_event(&mut self, index: usize) {
         // A read error means the counter was already 0 (spurious wakeup); nothing to do.

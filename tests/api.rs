@@ -1,0 +1,236 @@
+//! The Firecracker-compatible API, driven over its Unix socket while a real guest runs.
+
+use ember_integration_tests::ember::{
+    api_request, drive, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
+};
+use ember_integration_tests::{ember_cmd_arg, guest_artifacts, require_kvm, TempDir};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const BOOT_SECS: u64 = 300;
+
+/// Starts `ember --api-sock` in `dir`; returns the process and its socket.
+fn start_api(dir: &TempDir) -> (EmberProcess, PathBuf) {
+    let socket = dir.path().join("api.sock");
+    let ember = EmberProcess::spawn(&["--api-sock", socket.to_str().unwrap(), "--id", "api-test"]);
+    wait_for_socket(&socket, 30);
+    (ember, socket)
+}
+
+fn put(socket: &Path, path: &str, body: Value) -> (u16, String) {
+    api_request(socket, "PUT", path, Some(&body.to_string()))
+}
+
+fn patch(socket: &Path, path: &str, body: Value) -> (u16, String) {
+    api_request(socket, "PATCH", path, Some(&body.to_string()))
+}
+
+fn get_json(socket: &Path, path: &str) -> Value {
+    let (status, body) = api_request(socket, "GET", path, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} body {body:?}: {e}"))
+}
+
+fn fault_message(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("body {body:?}: {e}"));
+    value["fault_message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no fault_message in {body}"))
+        .to_string()
+}
+
+/// Configures a guest whose script prints a tick every 100 ms forever.
+fn configure_ticking_guest(socket: &Path) {
+    let guest = guest_artifacts();
+    let script = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done";
+    let args = format!("{EMBER_BOOT_ARGS} {}", ember_cmd_arg(script));
+    let boot = json!({"kernel_image_path": guest.vmlinux, "initrd_path": guest.initramfs, "boot_args": args});
+    assert_eq!(put(socket, "/boot-source", boot).0, 204);
+    assert_eq!(
+        put(
+            socket,
+            "/machine-config",
+            json!({"vcpu_count": 2, "mem_size_mib": 256})
+        )
+        .0,
+        204
+    );
+}
+
+fn last_tick(console: &str) -> Option<u64> {
+    console
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix("tick-"))
+        .find_map(|n| n.trim().parse().ok())
+}
+
+#[test]
+fn configure_start_pause_resume_and_stop() {
+    require_kvm();
+    let dir = TempDir::new("api-lifecycle");
+    let (ember, socket) = start_api(&dir);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "API socket mode");
+    let info = get_json(&socket, "/");
+    assert_eq!(
+        (info["id"].as_str(), info["state"].as_str()),
+        (Some("api-test"), Some("Not started"))
+    );
+
+    configure_ticking_guest(&socket);
+    assert_eq!(
+        patch(&socket, "/machine-config", json!({"mem_size_mib": 300})).0,
+        204
+    );
+    assert_eq!(get_json(&socket, "/machine-config")["mem_size_mib"], 300);
+    let (status, _) = put(&socket, "/actions", json!({"action_type": "InstanceStart"}));
+    assert_eq!(status, 204);
+    ember.wait_for("EMBER-GUEST: cpus=2", BOOT_SECS);
+    ember.wait_for("tick-5", 60);
+    assert_eq!(get_json(&socket, "/")["state"], "Running");
+
+    assert_eq!(patch(&socket, "/vm", json!({"state": "Paused"})).0, 204);
+    assert_eq!(get_json(&socket, "/")["state"], "Paused");
+    let paused_at = last_tick(&ember.console()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let still = last_tick(&ember.console()).unwrap();
+    assert!(
+        still <= paused_at + 1,
+        "the guest kept running while paused: tick {paused_at} -> {still}"
+    );
+
+    assert_eq!(patch(&socket, "/vm", json!({"state": "Resumed"})).0, 204);
+    ember.wait_for(&format!("tick-{}", still + 5), 60);
+    assert_eq!(get_json(&socket, "/")["state"], "Running");
+
+    ember.terminate();
+    let (status, console) = ember.wait(60);
+    assert!(
+        status.success(),
+        "SIGTERM should stop the VM cleanly: {status}; console:\n{console}"
+    );
+}
+
+#[test]
+fn errors_carry_firecracker_fault_messages() {
+    require_kvm();
+    let dir = TempDir::new("api-errors");
+    let (ember, socket) = start_api(&dir);
+    let (status, body) = put(&socket, "/actions", json!({"action_type": "InstanceStart"}));
+    assert_eq!(status, 400);
+    assert_eq!(
+        fault_message(&body),
+        "Cannot start microvm without kernel configuration."
+    );
+    let (status, body) = api_request(
+        &socket,
+        "PUT",
+        "/machine-config",
+        Some("{\"vcpu_count\": 2,"),
+    );
+    assert_eq!(status, 400);
+    assert!(!fault_message(&body).is_empty());
+    let (status, body) = put(
+        &socket,
+        "/machine-config",
+        json!({"vcpu_count": 0, "mem_size_mib": 128}),
+    );
+    assert_eq!(status, 400);
+    assert!(fault_message(&body).contains("vcpu_count"), "{body}");
+    let (status, body) = patch(&socket, "/vm", json!({"state": "Paused"}));
+    assert_eq!(status, 400);
+    assert_eq!(
+        fault_message(&body),
+        "The requested operation is not supported before starting the microVM."
+    );
+    let (status, body) = api_request(&socket, "GET", "/no/such/path", None);
+    assert_eq!(status, 400, "{body}");
+
+    configure_ticking_guest(&socket);
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "InstanceStart"})).0,
+        204
+    );
+    ember.wait_for("tick-1", BOOT_SECS);
+    let (status, body) = put(&socket, "/boot-source", json!({"kernel_image_path": "/k"}));
+    assert_eq!(status, 400);
+    assert_eq!(
+        fault_message(&body),
+        "The requested operation is not supported after starting the microVM."
+    );
+    ember.terminate();
+    ember.wait(60);
+}
+
+#[test]
+fn vm_config_round_trips_as_a_config_file() {
+    require_kvm();
+    let dir = TempDir::new("api-roundtrip");
+    let (ember, socket) = start_api(&dir);
+    let guest = guest_artifacts();
+    let args = format!("{EMBER_BOOT_ARGS} {}", ember_cmd_arg("echo roundtrip-ok"));
+    let boot = json!({"kernel_image_path": guest.vmlinux, "initrd_path": guest.initramfs, "boot_args": args});
+    assert_eq!(put(&socket, "/boot-source", boot).0, 204);
+    assert_eq!(
+        put(
+            &socket,
+            "/machine-config",
+            json!({"vcpu_count": 1, "mem_size_mib": 128})
+        )
+        .0,
+        204
+    );
+    let config = get_json(&socket, "/vm/config");
+    ember.terminate();
+    ember.wait(30);
+
+    let path = dir.path().join("from-api.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let run = ember_integration_tests::ember::run_ember_args(&[
+        "--no-api",
+        "--config-file",
+        path.to_str().unwrap(),
+    ]);
+    assert!(run.text.contains("roundtrip-ok"), "output:\n{}", run.text);
+    assert!(run.output.status.success(), "output:\n{}", run.text);
+}
+
+#[test]
+fn patched_drive_shows_its_new_size_to_the_guest() {
+    require_kvm();
+    let dir = TempDir::new("api-patch-drive");
+    let small = dir.path().join("small.img");
+    let big = dir.path().join("big.img");
+    std::fs::write(&small, vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&big, vec![0u8; 3 << 20]).unwrap();
+    let (ember, socket) = start_api(&dir);
+    let guest = guest_artifacts();
+    let script = "echo size-before=$(cat /sys/block/vda/size)\n\
+                  while [ $(cat /sys/block/vda/size) = 2048 ]; do sleep 0.1; done\n\
+                  echo size-after=$(cat /sys/block/vda/size)";
+    let args = format!("{EMBER_BOOT_ARGS} {}", ember_cmd_arg(script));
+    let boot = json!({"kernel_image_path": guest.vmlinux, "initrd_path": guest.initramfs, "boot_args": args});
+    assert_eq!(put(&socket, "/boot-source", boot).0, 204);
+    assert_eq!(
+        put(&socket, "/drives/data", drive("data", &small, false, false)).0,
+        204
+    );
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "InstanceStart"})).0,
+        204
+    );
+    ember.wait_for("size-before=2048", BOOT_SECS);
+    let (status, body) = patch(
+        &socket,
+        "/drives/data",
+        json!({"drive_id": "data", "path_on_host": big}),
+    );
+    assert_eq!(status, 204, "{body}");
+    ember.wait_for("size-after=6144", 60);
+    let config = get_json(&socket, "/vm/config");
+    assert_eq!(config["drives"][0]["path_on_host"], json!(big));
+    let (status, console) = ember.wait(120);
+    assert!(status.success(), "console:\n{console}");
+}
