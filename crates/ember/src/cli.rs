@@ -10,6 +10,7 @@ use vmm::config::VmConfig;
 use vmm::controller::VmmController;
 use vmm::event_loop::VmmEventManager;
 use vmm::rpc::PrebootConfigurator;
+use vmm::seccomp::{self, ThreadFilters, ThreadKind};
 use vmm_sys_util::eventfd::EventFd;
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,15 @@ pub struct Args {
     /// Log the guest's boot time when it writes 123 to MMIO 0xc0000000 (Firecracker's boot timer).
     #[arg(long)]
     pub boot_timer: bool,
+    /// Run without seccomp filters: every thread may make any system call. For debugging
+    /// only; prints a warning.
+    #[arg(long, conflicts_with = "seccomp_filter")]
+    pub no_seccomp: bool,
+    /// Use the seccomp filters in FILE instead of the built-in ones. Unlike Firecracker, which
+    /// takes compiled BPF, FILE is seccompiler's JSON format (as resources/seccomp/x86_64.json),
+    /// with one filter for each of the "vmm", "api" and "vcpu" threads. See docs/security.md.
+    #[arg(long, value_name = "FILE")]
+    pub seccomp_filter: Option<PathBuf>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<VmConfig, String> {
@@ -62,6 +72,15 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
         level
     };
     crate::logger::init(&args.id, level, args.log_path.as_deref())?;
+    let seccomp = if args.no_seccomp {
+        eprintln!(
+            "ember: warning: --no-seccomp: no seccomp filters, every thread may make any system call"
+        );
+        log::warn!("seccomp filtering is disabled (--no-seccomp)");
+        ThreadFilters::disabled()
+    } else {
+        seccomp::filters(args.seccomp_filter.as_deref()).map_err(|e| e.to_string())?
+    };
     let config = match args.config_file.as_deref() {
         Some(path) => read_config(path)?,
         None => VmConfig::default(),
@@ -69,6 +88,7 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     let options = BuildOptions {
         process_start,
         boot_timer: args.boot_timer,
+        vcpu_seccomp: seccomp.vcpu.clone(),
     };
     let mut event_manager =
         VmmEventManager::new().map_err(|e| format!("cannot create the event loop: {e:?}"))?;
@@ -81,9 +101,16 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
         let api_wake = wake
             .try_clone()
             .map_err(|e| format!("cannot clone an eventfd: {e}"))?;
-        server.spawn(to_vmm, api_wake).map_err(|e| e.to_string())?;
+        server
+            .spawn(to_vmm, api_wake, seccomp.api.clone())
+            .map_err(|e| e.to_string())?;
         controller.attach_api(&mut event_manager, requests, wake);
     }
+    // The VMM thread's filter goes on once the API thread (which has its own) exists and
+    // before any VM is built, so InstanceStart -- from the config file or the API -- runs
+    // under it; the vCPU threads it spawns inherit it and add theirs.
+    seccomp::apply(&seccomp.vmm).map_err(|e| format!("VMM thread: {e}"))?;
+    seccomp::test_hook_forbidden_syscall(ThreadKind::Vmm);
     // Like Firecracker, a config file boots the VM at once; the API (if any) stays up.
     if args.config_file.is_some() {
         controller

@@ -10,4 +10,5 @@ pub mod loader;
 pub mod metrics;
 pub mod microvm;
 pub mod rpc;
+pub mod seccomp;
 pub mod vstate;

@@ -27,8 +27,9 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{sync_channel, Sender};
 use std::thread::{self, JoinHandle};
+use vmm::seccomp::{BpfProgram, ThreadKind};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use vmm::rpc::ApiRequest;
@@ -52,6 +53,8 @@ pub enum ApiError {
     Epoll(io::Error),
     #[error("cannot start the API thread: {0}")]
     Spawn(io::Error),
+    #[error("API thread: {0}")]
+    Seccomp(String),
 }
 
 /// A bound API socket, ready to be served.
@@ -73,15 +76,31 @@ impl ApiServer {
 
     /// Serves the API on a new thread named `ember-api` until the VMM thread drops its
     /// receiver. Each request is sent on `to_vmm`, then `wake` is written 1.
+    ///
+    /// The thread installs `seccomp` (empty: no filter) before it touches the socket; this
+    /// returns once it has, with the error if it could not.
     pub fn spawn(
         self,
         to_vmm: Sender<ApiRequest>,
         wake: EventFd,
+        seccomp: BpfProgram,
     ) -> Result<JoinHandle<Result<(), ApiError>>, ApiError> {
-        thread::Builder::new()
+        let (installed_tx, installed_rx) = sync_channel(1);
+        let handle = thread::Builder::new()
             .name("ember-api".into())
-            .spawn(move || self.run(to_vmm, wake))
-            .map_err(ApiError::Spawn)
+            .spawn(move || {
+                let installed = vmm::seccomp::apply(&seccomp).map_err(|e| e.to_string());
+                let _ = installed_tx.send(installed.clone());
+                installed.map_err(ApiError::Seccomp)?;
+                vmm::seccomp::test_hook_forbidden_syscall(ThreadKind::Api);
+                self.run(to_vmm, wake)
+            })
+            .map_err(ApiError::Spawn)?;
+        match installed_rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(ApiError::Seccomp(e)),
+            Err(_) => Err(ApiError::Seccomp("the thread ended at its start".into())),
+        }
     }
 
     /// Serves the API on the calling thread (what [`ApiServer::spawn`] runs).

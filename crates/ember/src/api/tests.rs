@@ -61,7 +61,7 @@ fn serve() -> PathBuf {
     let (to_vmm, requests) = mpsc::channel();
     thread::spawn(move || fake_vmm(requests));
     let wake = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    server.spawn(to_vmm, wake).unwrap();
+    server.spawn(to_vmm, wake, Vec::new()).unwrap();
     path
 }
 
@@ -323,7 +323,11 @@ fn server_thread_ends_when_the_vmm_goes_away() {
     let (to_vmm, requests) = mpsc::channel::<super::ApiRequest>();
     drop(requests);
     let handle = server
-        .spawn(to_vmm, EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .spawn(
+            to_vmm,
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            Vec::new(),
+        )
         .unwrap();
     let (status, _) = call(&path, "GET", "/version", "");
     assert_eq!(status, 500);

@@ -17,6 +17,7 @@ pub use virtio::AttachedNet;
 use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};
 use crate::microvm::{MicroVm, VcpuHandle};
+use crate::seccomp::BpfProgram;
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{configure_vcpu, VcpuError, VcpuRunner};
@@ -67,6 +68,9 @@ pub struct BuildOptions {
     pub process_start: Instant,
     /// Map Firecracker's boot timer device.
     pub boot_timer: bool,
+    /// The seccomp filter each vCPU thread installs before it first enters the guest (see
+    /// [`crate::seccomp`]); empty: none.
+    pub vcpu_seccomp: BpfProgram,
 }
 
 pub(crate) fn event_fd() -> Result<EventFd, BuildError> {
@@ -161,6 +165,7 @@ pub fn build_microvm(
             acks: ack_sender.clone(),
             stops: stop_sender.clone(),
             stop_event: clone_fd(&vcpu_stopped)?,
+            seccomp: options.vcpu_seccomp.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("ember_vcpu{index}"))

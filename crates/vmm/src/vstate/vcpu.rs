@@ -7,6 +7,7 @@ use crate::arch::x86_64::cpuid::{normalize_cpuid, CpuTopology};
 use crate::arch::x86_64::msr::{boot_msrs, MsrError};
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, setup_sregs, EntryPoint, RegsError};
 use crate::devices::Bus;
+use crate::seccomp::{self, BpfProgram, ThreadKind};
 use crate::vstate::memory::GuestMemory;
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -138,6 +139,8 @@ pub struct VcpuRunner {
     /// Where the stop report goes, with `stop_event` written to wake the VMM thread.
     pub stops: Sender<(u8, VcpuStop)>,
     pub stop_event: EventFd,
+    /// Installed on the thread before it first enters the guest; empty: none.
+    pub seccomp: BpfProgram,
 }
 
 /// What one exit asks the run loop to do next.
@@ -147,9 +150,16 @@ enum ExitAction {
 }
 
 impl VcpuRunner {
-    /// Runs the guest until it stops; reports why to the VMM thread.
+    /// Installs the vCPU seccomp filter, then runs the guest until it stops; reports why to
+    /// the VMM thread.
     pub fn run(mut self) {
-        let stop = self.run_loop();
+        let stop = match seccomp::apply(&self.seccomp) {
+            Ok(()) => {
+                seccomp::test_hook_forbidden_syscall(ThreadKind::Vcpu);
+                self.run_loop()
+            }
+            Err(e) => VcpuStop::Error(e.to_string()),
+        };
         log::info!("vCPU {} stopped: {:?}", self.index, stop);
         // The VMM thread may already be gone when the whole VM is shutting down.
         let _ = self.stops.send((self.index, stop));
