@@ -271,6 +271,10 @@ fn flush_metrics_writes_device_counters() {
     let (status, body) = put(&socket, "/actions", json!({"action_type": "FlushMetrics"}));
     assert_eq!(status, 400, "{body}");
     let metrics_path = dir.path().join("metrics.json");
+    let missing = dir.path().join("missing.json");
+    let (status, body) = put(&socket, "/metrics", json!({ "metrics_path": missing }));
+    assert_eq!(status, 400, "a metrics file that does not exist: {body}");
+    std::fs::write(&metrics_path, "").unwrap();
     let image = dir.path().join("data.img");
     std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
     let (status, body) = put(

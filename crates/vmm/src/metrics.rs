@@ -15,9 +15,10 @@ pub struct MetricsSink {
 }
 
 impl MetricsSink {
-    /// Opens `path` for appending (creating a regular file; a FIFO must already exist).
+    /// Opens `path`, which must exist (a file or a FIFO), for appending. Like Firecracker,
+    /// Ember does not create it: the VMM thread's seccomp filter forbids creating files.
     pub fn open(path: &Path, instance_id: Option<String>) -> std::io::Result<Self> {
-        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let file = OpenOptions::new().append(true).open(path)?;
         Ok(MetricsSink { file, instance_id })
     }
 
