@@ -15,8 +15,9 @@ pub mod device;
 pub mod interrupt;
 pub mod mmio;
 
-#[cfg(test)]
-pub(crate) mod test_utils;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod test_utils;
 
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
