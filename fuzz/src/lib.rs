@@ -9,6 +9,7 @@
 //! program and seeds can be written with [`input::Writer`] (see `seeds()` in each module).
 
 pub mod api_request;
+pub mod block_model;
 pub mod config_json;
 pub mod disk;
 pub mod input;

@@ -35,6 +35,7 @@ use vmm::devices::virtio::test_utils::{
 };
 use vmm::devices::virtio::Block;
 
+use crate::block_model::{Layout, Model, Outcome};
 use crate::disk;
 use crate::input::{Reader, Writer};
 
@@ -62,6 +63,8 @@ pub struct Stats {
     /// Used ring entries seen by the checks.
     pub used: u64,
     pub tainted: bool,
+    /// The run stayed well-formed: every chain was checked against the model.
+    pub modelled: bool,
 }
 
 pub fn run_with_stats(data: &[u8]) -> Stats {
@@ -78,9 +81,11 @@ pub fn run_with_stats(data: &[u8]) -> Stats {
     } else {
         CacheType::Unsafe
     };
-    let block = Block::new(&disk::drive(&file, flags & 1 != 0, cache)).expect("open the disk");
+    let read_only = flags & 1 != 0;
+    let block = Block::new(&disk::drive(&file, read_only, cache)).expect("open the disk");
     let metrics = block.metrics();
     let mut h = Harness::new(TestDriver::new(Box::new(block)), size, feature_mask);
+    h.model = Some(Model::new(sectors * 512 + extra, read_only));
     h.handshake();
 
     for _ in 0..MAX_OPS {
@@ -92,17 +97,22 @@ pub fn run_with_stats(data: &[u8]) -> Stats {
                 let index = r.u16() % size;
                 let raw = (read_addr(&mut r), r.u32(), r.u16(), r.u16());
                 h.driver.write_raw_desc(DESC_TABLE, index, raw);
+                h.model = None;
             }
             1 => {
                 let offset = u64::from(r.u32());
                 let bytes = r.bytes(4096);
                 h.poke(offset, bytes);
+                h.model = None;
             }
             2 => {
                 let chain = read_chain(&mut r);
                 h.add_chain(&chain);
             }
-            3 => h.pending.push(r.u16()),
+            3 => {
+                h.pending.push((r.u16(), None));
+                h.model = None;
+            }
             4 => {
                 let queue = u32::from(r.u8());
                 let jump = r.u16();
@@ -115,11 +125,19 @@ pub fn run_with_stats(data: &[u8]) -> Stats {
         h.publish_and_notify(0, 0);
     }
     h.reset_stops_the_device();
+    if let Some(model) = &h.model {
+        let disk = std::fs::read(file.as_path()).expect("read the disk back");
+        assert!(
+            disk == model.disk,
+            "the disk does not hold what the guest wrote"
+        );
+    }
     Stats {
         requests: metrics.requests.load(Ordering::Relaxed),
         failed: metrics.failed_requests.load(Ordering::Relaxed),
         used: h.used,
         tainted: h.tainted,
+        modelled: h.model.is_some(),
     }
 }
 
@@ -174,8 +192,14 @@ struct Harness {
     next_desc: u16,
     /// Bump allocator over the data area.
     next_data: u64,
-    /// Heads queued by chain/avail ops, published at the next notify.
-    pending: Vec<u16>,
+    /// Heads queued by chain/avail ops (with the layout of harness-built chains),
+    /// published at the next notify.
+    pending: Vec<(u16, Option<Layout>)>,
+    /// The expected disk contents, while every input op is well-formed (raw descriptors,
+    /// memory pokes, raw heads, idx jumps and odd notifications end modelling).
+    model: Option<Model>,
+    /// Table entries used by the pending chains.
+    pending_descs: usize,
     /// The avail ring index the driver has published.
     avail_idx: u16,
     /// Entries made available in total (including idx jumps), and entries used in total.
@@ -194,6 +218,8 @@ impl Harness {
             next_desc: 0,
             next_data: DATA_AREA,
             pending: Vec::new(),
+            model: None,
+            pending_descs: 0,
             avail_idx: 0,
             published: 0,
             used: 0,
@@ -222,6 +248,7 @@ impl Harness {
         assert!(self.transport().lock().unwrap().is_activated());
         self.next_desc = 0;
         self.pending.clear();
+        self.pending_descs = 0;
         self.avail_idx = 0;
         self.published = 0;
         self.used = 0;
@@ -253,6 +280,10 @@ impl Harness {
     /// `len` bytes of the data area (at most 64 KiB are reserved; longer buffers overlap).
     fn alloc(&mut self, len: u64) -> u64 {
         let reserve = len.min(0x1_0000);
+        if len > reserve || self.next_data + reserve > MEM_SIZE {
+            // Buffers may now overlap: the model cannot follow.
+            self.model = None;
+        }
         if self.next_data + reserve > MEM_SIZE {
             self.next_data = DATA_AREA;
         }
@@ -272,14 +303,23 @@ impl Harness {
         mem.write_obj(chain.sector.to_le(), GuestAddress(header + 8))
             .unwrap();
         descs.push((header, 16, 0));
+        let mut layout = Layout {
+            head: self.next_desc,
+            request_type: chain.request_type,
+            sector: chain.sector,
+            data: Vec::new(),
+            status: None,
+        };
         for &(len, writable) in &chain.data {
             let addr = self.alloc(u64::from(len));
             descs.push((addr, len, if writable { F_WRITE } else { 0 }));
+            layout.data.push((addr, len, writable));
         }
         if chain.status < 2 {
             let addr = self.alloc(1);
             let flags = if chain.status == 0 { F_WRITE } else { 0 };
             descs.push((addr, 1, flags));
+            layout.status = (chain.status == 0).then_some(addr);
         }
         let head = self.next_desc;
         if chain.indirect {
@@ -306,15 +346,28 @@ impl Harness {
             }
             self.next_desc = index;
         }
-        self.pending.push(head);
+        // The descriptors of chains waiting for the same notification must not wrap onto
+        // each other in the table.
+        let in_table = if chain.indirect { 1 } else { descs.len() };
+        self.pending_descs += in_table;
+        if self.pending_descs > usize::from(self.size) {
+            self.model = None;
+        }
+        self.pending.push((head, Some(layout)));
     }
 
     /// Publishes the queued heads (and `jump` more entries the ring already holds),
     /// notifies `queue`, runs the device and checks the used ring.
     fn publish_and_notify(&mut self, queue: u32, jump: u16) {
         self.tainted |= self.device_may_write_rings();
+        if queue != 0 || jump != 0 {
+            self.model = None;
+        }
         let mem = self.driver.mem.clone();
-        for head in std::mem::take(&mut self.pending) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_descs = 0;
+        let expected = self.expect(&pending);
+        for &(head, _) in &pending {
             let slot = AVAIL_RING + 4 + 2 * u64::from(self.avail_idx % self.size);
             mem.write_obj(head.to_le(), GuestAddress(slot)).unwrap();
             self.avail_idx = self.avail_idx.wrapping_add(1);
@@ -362,6 +415,56 @@ impl Harness {
             );
         }
         self.driver.write(0x64, status);
+        if let Some(expected) = expected {
+            self.check_outcomes(used_before, &expected);
+        }
+    }
+
+    /// What the model says each pending chain must do, in order; `None` when not modelling.
+    fn expect(&mut self, pending: &[(u16, Option<Layout>)]) -> Option<Vec<(Layout, Outcome)>> {
+        let mem = self.driver.mem.clone();
+        let model = self.model.as_mut()?;
+        let read_guest = |addr: u64, len: u32| {
+            let mut bytes = vec![0u8; len as usize];
+            mem.read_slice(&mut bytes, GuestAddress(addr)).unwrap();
+            bytes
+        };
+        let mut expected = Vec::new();
+        for (_, layout) in pending {
+            let layout = layout.clone()?;
+            let outcome = model.apply(&layout, read_guest);
+            expected.push((layout, outcome));
+        }
+        Some(expected)
+    }
+
+    /// Compares the used ring, status bytes and buffers with the model.
+    fn check_outcomes(&self, used_before: u16, expected: &[(Layout, Outcome)]) {
+        let mem = &self.driver.mem;
+        let delta = self.driver.used_idx().wrapping_sub(used_before);
+        assert_eq!(
+            usize::from(delta),
+            expected.len(),
+            "every chain is used once"
+        );
+        for (n, (layout, outcome)) in expected.iter().enumerate() {
+            let pos = used_before.wrapping_add(n as u16) % self.size;
+            let addr = USED_RING + 4 + 8 * u64::from(pos);
+            let id = u32::from_le(mem.read_obj(GuestAddress(addr)).unwrap());
+            let len = u32::from_le(mem.read_obj(GuestAddress(addr + 4)).unwrap());
+            let what = format!("chain {n} {layout:?}, expected {outcome:?}");
+            assert_eq!(id, u32::from(layout.head), "used id of {what}");
+            assert_eq!(len, outcome.used_len, "used len of {what}");
+            if let (Some(addr), Some(status)) = (layout.status, outcome.status) {
+                let got: u8 = mem.read_obj(GuestAddress(addr)).unwrap();
+                assert_eq!(got, status, "status of {what}");
+            }
+            for (buf, want) in layout.data.iter().zip(outcome.data.iter().flatten()) {
+                let mut got = vec![0u8; want.len()];
+                mem.read_slice(&mut got, GuestAddress(buf.0)).unwrap();
+                assert!(got == *want, "data of {what}");
+            }
+        }
     }
 
     /// Whether a device-writable buffer named by the descriptor table (directly or in an
@@ -530,6 +633,7 @@ mod tests {
             failed: 0,
             used: 4,
             tainted: false,
+            modelled: true,
         };
         assert_eq!(stats("read-write-flush-getid"), ok);
         let indirect = Stats {
@@ -545,6 +649,7 @@ mod tests {
             failed: 3,
             used: 2,
             tainted: false,
+            modelled: false,
         };
         assert_eq!(stats("read-only-out-of-range-bad-head"), read_only);
         let raw = Stats {
@@ -552,6 +657,7 @@ mod tests {
             failed: 1,
             used: 1,
             tainted: false,
+            modelled: false,
         };
         assert_eq!(stats("raw-descriptors-then-reset"), raw);
     }
