@@ -1,8 +1,12 @@
 //! `config_json`: bytes as a `--config-file`: `VmConfig::from_json`, `validate()`, and a
 //! serialize/parse round trip that must give the same config back (for every config that
-//! parses, valid or not). A valid config must also be accepted for `InstanceStart`.
+//! parses, valid or not). A valid config must also be accepted for `InstanceStart`, and
+//! everything `validate()` accepts must be usable when the VM is built: the kernel command
+//! line (boot args plus device and `root=` arguments) builds, the root drive's `root=`
+//! argument is one argument, MAC addresses are `xx:xx:xx:xx:xx:xx` in hex, and TAP names are
+//! names Linux accepts (`dev_valid_name`).
 
-use vmm::config::VmConfig;
+use vmm::config::{NetworkInterfaceConfig, VmConfig};
 use vmm::rpc::PrebootConfigurator;
 
 pub fn run(data: &[u8]) {
@@ -26,6 +30,42 @@ pub fn run(data: &[u8]) {
     );
     if valid.is_ok() {
         let start = PrebootConfigurator::new(config.clone()).config_for_start();
-        assert_eq!(start, Ok(config), "a valid config cannot start");
+        assert_eq!(start.as_ref(), Ok(&config), "a valid config cannot start");
+        check_usable(&config);
     }
+}
+
+/// What the builder does with a validated config, minus files and KVM.
+fn check_usable(config: &VmConfig) {
+    let boot = config.boot_source.as_ref().expect("validated");
+    let mut device_args = vec![vmm::devices::virtio::mmio_cmdline_arg(0xd000_0000, 5)];
+    if let Some(root) = config.drives.iter().find(|d| d.is_root_device) {
+        let arg = vmm::builder::root_cmdline_arg(root);
+        assert_eq!(arg.split_whitespace().count(), 2, "root argument {arg:?}");
+        device_args.push(arg);
+    }
+    let cmdline = vmm::loader::build_cmdline(boot.boot_args_or_default(), &device_args);
+    if let Err(e) = cmdline {
+        panic!("validated boot args {:?}: {e}", boot.boot_args_or_default());
+    }
+    config.network_interfaces.iter().for_each(check_iface);
+}
+
+fn check_iface(iface: &NetworkInterfaceConfig) {
+    if let Some(mac) = &iface.guest_mac {
+        let hex = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_hexdigit());
+        let parts: Vec<&str> = mac.split(':').collect();
+        assert!(parts.len() == 6 && parts.iter().all(|p| hex(p)), "MAC {mac:?}");
+    }
+    // Linux's dev_valid_name(): 1..IFNAMSIZ-1 bytes, not "." or "..", no '/', ':' or space.
+    let name = &iface.host_dev_name;
+    let bad_byte = |b: u8| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace() || b == 0x0b;
+    assert!(
+        !name.is_empty()
+            && name.len() < 16
+            && name != "."
+            && name != ".."
+            && !name.bytes().any(bad_byte),
+        "TAP name {name:?}"
+    );
 }

@@ -320,6 +320,11 @@ impl Harness {
             let flags = if chain.status == 0 { F_WRITE } else { 0 };
             descs.push((addr, 1, flags));
             layout.status = (chain.status == 0).then_some(addr);
+        } else if let Some(&(addr, _, true)) = layout.data.last().filter(|d| d.1 > 0) {
+            // Without a status descriptor the last data buffer is taken for it: the device
+            // expects the layout Linux uses (request.rs), header, data, status.
+            layout.data.pop();
+            layout.status = Some(addr);
         }
         let head = self.next_desc;
         if chain.indirect {

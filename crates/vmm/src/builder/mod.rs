@@ -12,6 +12,8 @@ use crate::devices::Bus;
 mod legacy;
 mod virtio;
 
+pub use virtio::root_cmdline_arg;
+
 use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};
 use crate::microvm::{MicroVm, VcpuHandle};
