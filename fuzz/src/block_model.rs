@@ -59,7 +59,7 @@ impl Model {
     /// The byte range of a read or write of `len` bytes at `sector`, if it is aligned and
     /// on the disk.
     fn range(&self, sector: u64, len: u64) -> Option<std::ops::Range<usize>> {
-        if len % 512 != 0 {
+        if !len.is_multiple_of(512) {
             return None;
         }
         let end = sector.checked_add(len / 512)?;

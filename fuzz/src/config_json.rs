@@ -55,7 +55,10 @@ fn check_iface(iface: &NetworkInterfaceConfig) {
     if let Some(mac) = &iface.guest_mac {
         let hex = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_hexdigit());
         let parts: Vec<&str> = mac.split(':').collect();
-        assert!(parts.len() == 6 && parts.iter().all(|p| hex(p)), "MAC {mac:?}");
+        assert!(
+            parts.len() == 6 && parts.iter().all(|p| hex(p)),
+            "MAC {mac:?}"
+        );
     }
     // Linux's dev_valid_name(): 1..IFNAMSIZ-1 bytes, not "." or "..", no '/', ':' or space.
     let name = &iface.host_dev_name;

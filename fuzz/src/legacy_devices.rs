@@ -50,7 +50,7 @@ pub fn run(data: &[u8]) {
                     _ => &mut timer,
                 };
                 let offset = if op < 2 { u64::from(r.u8()) } else { r.u64() };
-                if op % 2 == 0 {
+                if op.is_multiple_of(2) {
                     let mut out = [0u8; 8];
                     device.read(offset, &mut out[..usize::from(r.u8() % 9)]);
                 } else {
@@ -92,7 +92,7 @@ fn drain(dev: &mut I8042) {
 
 /// Hand-made inputs: a UART probe and console output, host input, and the i8042 probe,
 /// keyboard reset and Ctrl-Alt-Del.
-pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+pub fn seeds() -> crate::Seeds {
     let write = |w: &mut Writer, device: u8, offset: u8, value: u8| {
         w.u8(1).u8(device).u8(offset).bytes(&[value]);
     };

@@ -21,7 +21,7 @@ pub mod virtio_block;
 /// `api_request` and `config_json` seeds are hand-written files instead.
 pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut seeds = Vec::new();
-    let targets: [(&str, fn() -> Vec<(&'static str, Vec<u8>)>); 3] = [
+    let targets: [SeedMaker; 3] = [
         ("virtio_block", virtio_block::seeds),
         ("mmio_registers", mmio_registers::seeds),
         ("legacy_devices", legacy_devices::seeds),
@@ -34,8 +34,17 @@ pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds
 }
 
-/// Every target: `(name, run)`.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// Named seed inputs of one target.
+pub type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+/// A target's name and the function making its generated seeds.
+pub type SeedMaker = (&'static str, fn() -> Seeds);
+
+/// A target's name and its `run`.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: [Target; 5] = [
     ("virtio_block", virtio_block::run),
     ("mmio_registers", mmio_registers::run),
     ("api_request", api_request::run),

@@ -100,7 +100,7 @@ fn check(driver: &TestDriver) {
 
 /// Hand-made inputs: the Linux driver's probe and handshake register by register, a
 /// notification with a request in the rings, and a few out-of-order sequences.
-pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+pub fn seeds() -> crate::Seeds {
     let reg_write = |w: &mut Writer, offset: u8, value: u32| {
         w.u8(1).u8(2).u8(offset).u8(4).u64(u64::from(value));
     };

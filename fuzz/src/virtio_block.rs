@@ -552,7 +552,7 @@ fn overlaps((a, alen): (u64, u64), (b, blen): (u64, u64)) -> bool {
 
 /// Hand-made inputs: well-formed reads, writes, flushes and GET_IDs, direct and indirect,
 /// and a few classic mistakes (bad head index, idx jump past the queue size, bad status).
-pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+pub fn seeds() -> crate::Seeds {
     const IN: u32 = 0;
     const OUT: u32 = 1;
     const FLUSH: u32 = 4;

@@ -442,8 +442,19 @@ mod tests {
             assert!(valid_ifname(good), "{good:?}");
         }
         for bad in [
-            "", ".", "..", "tap00:000:2", "tap/0", "tap 0", "tap\t0", "tap\n", "tap\x0b0",
-            "tap\x0c0", "tap\r", "tap\00", "sixteen-chars-xx",
+            "",
+            ".",
+            "..",
+            "tap00:000:2",
+            "tap/0",
+            "tap 0",
+            "tap\t0",
+            "tap\n",
+            "tap\x0b0",
+            "tap\x0c0",
+            "tap\r",
+            "tap\x000",
+            "sixteen-chars-xx",
         ] {
             assert!(!valid_ifname(bad), "{bad:?}");
         }
