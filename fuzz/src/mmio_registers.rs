@@ -14,7 +14,8 @@
 //! | 6 status | `u8` value | a 32-bit Status write |
 //!
 //! An offset is a `u8` kind (0: raw `u64`; 1: `u8` into config space; else `u8` register
-//! offset). After every op: the identification registers read right, an active device has
+//! offset). After every op: the identification registers and the capacity in config space
+//! read right, an active device has
 //! DRIVER_OK, a Status of 0 means not active, a reset clears Status and InterruptStatus.
 
 use vm_memory::{Bytes, GuestAddress};
@@ -29,9 +30,10 @@ pub const MAX_OPS: usize = 256;
 const MAGIC: u32 = 0x7472_6976;
 const BLOCK_ID: u32 = 2;
 const DRIVER_OK: u32 = 4;
+const DISK_SECTORS: u64 = 8;
 
 pub fn run(data: &[u8]) {
-    let file = disk::disk_file(8 * 512);
+    let file = disk::disk_file(DISK_SECTORS * 512);
     let block = Block::new(&disk::drive(&file, false, CacheType::Unsafe)).expect("open the disk");
     let mut driver = TestDriver::new(Box::new(block));
     let mut r = Reader::new(data);
@@ -88,6 +90,13 @@ fn check(driver: &TestDriver) {
     assert_eq!(driver.read(0x00), MAGIC);
     assert_eq!(driver.read(0x04), 2);
     assert_eq!(driver.read(0x08), BLOCK_ID);
+    let mut capacity = [0u8; 8];
+    driver.read_bytes(0x100, &mut capacity);
+    assert_eq!(
+        u64::from_le_bytes(capacity),
+        DISK_SECTORS,
+        "config capacity"
+    );
     let status = driver.status();
     let active = driver.transport.lock().unwrap().is_activated();
     if active {

@@ -10,7 +10,8 @@
 //! once a device-writable buffer overlaps the rings or an indirect table, since then the
 //! device's own data writes may legitimately change what the checks read.
 //!
-//! Header: `u8` flags (bit 0 read-only drive, bit 1 writeback cache), `u8` disk sectors,
+//! Header: `u8` flags (bit 0 read-only drive, bit 1 writeback cache, bit 2 guest RAM in two
+//! adjacent regions split at 0x80000), `u8` disk sectors,
 //! `u16` extra disk bytes (mod 1024), `u8` log2 queue size (mod 9), `u64` mask over the
 //! offered features. Then up to [`MAX_OPS`] ops, each an opcode byte (mod 6):
 //!
@@ -34,6 +35,7 @@ use vmm::devices::virtio::test_utils::{
     TestDriver, AVAIL_RING, DESC_TABLE, MEM_SIZE, STATUS_DRIVER_OK, USED_RING,
 };
 use vmm::devices::virtio::Block;
+use vmm::vstate::memory::GuestMemory;
 
 use crate::block_model::{Layout, Model, Outcome};
 use crate::disk;
@@ -84,7 +86,16 @@ pub fn run_with_stats(data: &[u8]) -> Stats {
     let read_only = flags & 1 != 0;
     let block = Block::new(&disk::drive(&file, read_only, cache)).expect("open the disk");
     let metrics = block.metrics();
-    let mut h = Harness::new(TestDriver::new(Box::new(block)), size, feature_mask);
+    let driver = if flags & 4 != 0 {
+        // Two adjacent regions: buffers crossing 0x80000 span both.
+        let half = (MEM_SIZE / 2) as usize;
+        let ranges = [(GuestAddress(0), half), (GuestAddress(half as u64), half)];
+        let mem = GuestMemory::from_ranges(&ranges).expect("map guest memory");
+        TestDriver::with_memory(mem, Box::new(block))
+    } else {
+        TestDriver::new(Box::new(block))
+    };
+    let mut h = Harness::new(driver, size, feature_mask);
     h.model = Some(Model::new(sectors * 512 + extra, read_only));
     h.handshake();
 
@@ -534,7 +545,7 @@ fn vmm_version_1() -> u64 {
 }
 
 /// `(addr, len, flags)` of the descriptor at `at`; zeros outside memory.
-fn read_desc(mem: &vmm::vstate::memory::GuestMemory, at: u64) -> (u64, u32, u16) {
+fn read_desc(mem: &GuestMemory, at: u64) -> (u64, u32, u16) {
     let mut raw = [0u8; 16];
     if mem.read_slice(&mut raw, GuestAddress(at)).is_err() {
         return (0, 0, 0);
@@ -588,6 +599,19 @@ pub fn seeds() -> crate::Seeds {
     write_chain(&mut w, &chain(FLUSH, 0, &[], true));
     notify(&mut w);
     seeds.push(("indirect-writeback", w.finish()));
+
+    let mut w = Writer::new();
+    header(&mut w, 4, 8);
+    // Flushes with large (ignored) buffers fill the data area up to 0x7fea8, so the read's
+    // buffer at 0x7feb8 straddles the regions at 0x80000.
+    for _ in 0..6 {
+        write_chain(&mut w, &chain(FLUSH, 0, &[(0x10000, false)], false));
+    }
+    write_chain(&mut w, &chain(FLUSH, 0, &[(0xfe00, false)], false));
+    write_chain(&mut w, &chain(IN, 1, &[(0x1000, true)], false));
+    write_chain(&mut w, &chain(OUT, 0, &[(0x1000, false)], false));
+    notify(&mut w);
+    seeds.push(("buffers-across-memory-regions", w.finish()));
 
     let mut w = Writer::new();
     header(&mut w, 1, 2);
@@ -647,6 +671,12 @@ mod tests {
             ..ok
         };
         assert_eq!(stats("indirect-writeback"), indirect);
+        let across = Stats {
+            requests: 9,
+            used: 9,
+            ..ok
+        };
+        assert_eq!(stats("buffers-across-memory-regions"), across);
         // Read-only: the write fails, the read past the end fails, head 7 of a 4-entry
         // queue is never used, and the idx jump past the queue size is refused.
         let read_only = Stats {
