@@ -54,6 +54,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf).map_err(HttpError::Malformed)? {
+        // The same limit whether the head arrived in one read or in many.
+        Status::Complete(len) if len > MAX_HEAD_BYTES => return Err(HttpError::HeadTooLarge),
         Status::Complete(len) => len,
         Status::Partial if buf.len() > MAX_HEAD_BYTES => return Err(HttpError::HeadTooLarge),
         Status::Partial => {
@@ -289,6 +291,14 @@ mod tests {
         assert!(matches!(parse_request(repeated), Ok(Parsed::Complete(..))));
         let huge = [b'a'; MAX_HEAD_BYTES + 1];
         assert_eq!(parse_request(&huge), Err(HttpError::HeadTooLarge));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            parse_request(long_header.as_bytes()),
+            Err(HttpError::HeadTooLarge)
+        );
     }
 
     #[test]
