@@ -3,7 +3,7 @@
 //! used length and buffer contents the virtio spec (and Ember's documented choices) call
 //! for.
 
-use crate::disk::pattern;
+use crate::disk::pattern_bytes;
 
 pub const S_OK: u8 = 0;
 pub const S_IOERR: u8 = 1;
@@ -47,7 +47,7 @@ pub struct Model {
 impl Model {
     pub fn new(len: u64, read_only: bool) -> Self {
         Model {
-            disk: (0..len).map(pattern).collect(),
+            disk: pattern_bytes(len),
             read_only,
         }
     }

@@ -1,6 +1,7 @@
 //! Backing files for fuzzed drives.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use vmm::config::{CacheType, DriveConfig};
 use vmm_sys_util::tempfile::TempFile;
 
@@ -19,9 +20,18 @@ pub fn disk_file(len: u64) -> TempFile {
         TempFile::new()
     };
     let file = file.expect("cannot create a temporary disk");
-    let bytes: Vec<u8> = (0..len).map(pattern).collect();
-    std::fs::write(file.as_path(), bytes).expect("cannot fill the temporary disk");
+    std::fs::write(file.as_path(), pattern_bytes(len)).expect("cannot fill the temporary disk");
     file
+}
+
+/// The first `len` bytes of a fresh disk ([`pattern`]); computed once, up to 256 KiB.
+pub fn pattern_bytes(len: u64) -> Vec<u8> {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    let all = PATTERN.get_or_init(|| (0..256 * 1024).map(pattern).collect());
+    match all.get(..len as usize) {
+        Some(bytes) => bytes.to_vec(),
+        None => (0..len).map(pattern).collect(),
+    }
 }
 
 /// A drive backed by `file`.
