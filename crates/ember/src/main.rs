@@ -1,11 +1,11 @@
 //! `ember`: launch a microVM from a Firecracker-style JSON config, or configure one over a
 //! Firecracker-compatible REST API on a Unix socket.
 
-mod api;
 mod cli;
 mod logger;
 
 use clap::Parser;
+use ember::api;
 use std::process::ExitCode;
 use std::time::Instant;
 

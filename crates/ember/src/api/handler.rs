@@ -31,10 +31,7 @@ impl Handler {
 
     pub fn handle(&mut self, request: &Request) -> Response {
         log::debug!("API request: {} {}", request.method, request.path);
-        match route(&request.method, &request.path, &request.body) {
-            Ok(action) => self.ask_vmm(action),
-            Err(err) => Response::fault(400, &err.to_string()),
-        }
+        dispatch(request, |action| self.ask_vmm(action))
     }
 
     fn ask_vmm(&mut self, action: VmmAction) -> Response {
@@ -53,6 +50,20 @@ impl Handler {
                 Response::fault(500, VMM_GONE)
             }
         }
+    }
+}
+
+/// The response to `request` when `vmm` answers its action in place of the VMM thread: what
+/// [`Handler::handle`] sends, without the channel (used by [`super::answer_wire`]).
+pub fn respond(request: &Request, vmm: impl FnOnce(VmmAction) -> VmmResponse) -> Response {
+    dispatch(request, |action| to_response(vmm(action)))
+}
+
+/// Routes `request`: 400 if it names no action, otherwise what `answer` makes of the action.
+fn dispatch(request: &Request, answer: impl FnOnce(VmmAction) -> Response) -> Response {
+    match route(&request.method, &request.path, &request.body) {
+        Ok(action) => answer(action),
+        Err(err) => Response::fault(400, &err.to_string()),
     }
 }
 

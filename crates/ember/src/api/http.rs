@@ -54,6 +54,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf).map_err(HttpError::Malformed)? {
+        // The same limit whether the head arrived in one read or in many.
+        Status::Complete(len) if len > MAX_HEAD_BYTES => return Err(HttpError::HeadTooLarge),
         Status::Complete(len) => len,
         Status::Partial if buf.len() > MAX_HEAD_BYTES => return Err(HttpError::HeadTooLarge),
         Status::Partial => {
@@ -91,11 +93,19 @@ impl Head {
             keep_alive: req.version == Some(1),
             expects_continue: false,
         };
+        let mut seen_length = None;
         for header in req.headers.iter() {
             let value = String::from_utf8_lossy(header.value);
             let value = value.trim();
             match header.name.to_ascii_lowercase().as_str() {
-                "content-length" => head.content_length = content_length(value)?,
+                "content-length" => {
+                    // Two different lengths make the framing ambiguous (RFC 9112 6.3).
+                    let len = content_length(value)?;
+                    if seen_length.replace(len).is_some_and(|prev| prev != len) {
+                        return Err(HttpError::BadContentLength(value.to_string()));
+                    }
+                    head.content_length = len;
+                }
                 "transfer-encoding" => return Err(HttpError::TransferEncoding),
                 "connection" if value.eq_ignore_ascii_case("close") => head.keep_alive = false,
                 "connection" if value.eq_ignore_ascii_case("keep-alive") => head.keep_alive = true,
@@ -272,8 +282,23 @@ mod tests {
         for (wire, err) in cases {
             assert_eq!(parse_request(wire), Err(err));
         }
+        let conflicting = b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\n{}";
+        assert_eq!(
+            parse_request(conflicting),
+            Err(HttpError::BadContentLength("0".into()))
+        );
+        let repeated = b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(matches!(parse_request(repeated), Ok(Parsed::Complete(..))));
         let huge = [b'a'; MAX_HEAD_BYTES + 1];
         assert_eq!(parse_request(&huge), Err(HttpError::HeadTooLarge));
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            parse_request(long_header.as_bytes()),
+            Err(HttpError::HeadTooLarge)
+        );
     }
 
     #[test]

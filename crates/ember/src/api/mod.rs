@@ -33,6 +33,7 @@ use vmm::seccomp::{BpfProgram, ThreadKind};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use vmm::rpc::ApiRequest;
+use vmm::rpc::{VmmAction, VmmResponse};
 
 /// Why the API socket could not be set up or served.
 #[derive(Debug, thiserror::Error)]
@@ -125,4 +126,40 @@ fn remove_stale_socket(path: &Path) -> Result<(), ApiError> {
         return Err(ApiError::SocketInUse(path.to_path_buf()));
     }
     fs::remove_file(path).map_err(|e| ApiError::RemoveStale(path.to_path_buf(), e))
+}
+
+/// What the server sends back on a connection whose client sent exactly `wire`, with `vmm`
+/// answering each action in place of the VMM thread: every complete request is answered in
+/// order, an unfinished one that expects it gets `100 Continue`, and bytes that cannot be
+/// framed get a 400 after which the connection closes. Stops where the server would close
+/// the connection. This is the framing, routing and rendering the server runs, without the
+/// socket and threads, for the `api_request` fuzz target.
+pub fn answer_wire(mut wire: &[u8], mut vmm: impl FnMut(VmmAction) -> VmmResponse) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        match http::parse_request(wire) {
+            Ok(http::Parsed::Complete(request, used)) => {
+                wire = &wire[used..];
+                let mut response = handler::respond(&request, &mut vmm);
+                if !request.keep_alive {
+                    response = response.closing();
+                }
+                out.extend_from_slice(&response.to_bytes());
+                if response.close {
+                    return out;
+                }
+            }
+            Ok(http::Parsed::Incomplete { expects_continue }) => {
+                if expects_continue {
+                    out.extend_from_slice(http::CONTINUE);
+                }
+                return out;
+            }
+            Err(err) => {
+                let response = http::Response::fault(400, &err.to_string()).closing();
+                out.extend_from_slice(&response.to_bytes());
+                return out;
+            }
+        }
+    }
 }

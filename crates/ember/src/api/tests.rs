@@ -333,3 +333,28 @@ fn server_thread_ends_when_the_vmm_goes_away() {
     assert_eq!(status, 500);
     handle.join().unwrap().unwrap();
 }
+
+/// `answer_wire` (what the api_request fuzz target drives) sends what the server sends.
+#[test]
+fn answer_wire_answers_like_the_server() {
+    let wires = [
+        format!(
+            "{}{}GET /vm/config HTTP/1.1\r\n\r\n",
+            request("PUT", "/boot-source", KERNEL),
+            request("PUT", "/drives/rootfs", ROOTFS)
+        ),
+        "GET /version HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_string(),
+        format!("{}PUT /x HTTP/1.1\r\nbad", request("PATCH", "/vm", "{}")),
+        "PUT /actions HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n{".into(),
+    ];
+    for wire in wires {
+        let sock = serve();
+        let from_server = exchange(&sock, &wire);
+        let mut config = PrebootConfigurator::default();
+        let mut state = InstanceState::NotStarted;
+        let direct = super::answer_wire(wire.as_bytes(), |action| {
+            answer(&mut config, &mut state, &action)
+        });
+        assert_eq!(String::from_utf8(direct).unwrap(), from_server, "{wire:?}");
+    }
+}

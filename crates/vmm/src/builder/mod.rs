@@ -12,7 +12,7 @@ use crate::devices::Bus;
 mod legacy;
 mod virtio;
 
-pub use virtio::AttachedNet;
+pub use virtio::{root_cmdline_arg, AttachedNet};
 
 use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};

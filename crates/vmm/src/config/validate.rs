@@ -35,6 +35,11 @@ pub enum ConfigError {
     TwoRootDevices(String, String),
     #[error("drive {0:?}: io_engine {1:?} is not supported: only \"Sync\"")]
     IoEngine(String, String),
+    #[error(
+        "drive {0:?}: partuuid {1:?} is not a partition UUID like \"0eaa91a0-01\" or \
+         \"6b1b4a54-9a0a-4ae9-8f0a-1d7c0e7b1d2a\" (optionally with \"/PARTNROFF=N\")"
+    )]
+    BadPartuuid(String, String),
     #[error("{0}: rate limiters are not supported yet")]
     RateLimiter(String),
     #[error("iface_id {0:?} is used by more than one network interface")]
@@ -144,6 +149,12 @@ fn validate_drives(drives: &[DriveConfig]) -> Result<(), ConfigError> {
         if let Some(engine) = drive.io_engine.as_deref().filter(|e| *e != "Sync") {
             return Err(ConfigError::IoEngine(drive.drive_id.clone(), engine.into()));
         }
+        if let Some(partuuid) = drive.partuuid.as_deref().filter(|p| !valid_partuuid(p)) {
+            return Err(ConfigError::BadPartuuid(
+                drive.drive_id.clone(),
+                partuuid.into(),
+            ));
+        }
         if drive.rate_limiter.is_some() {
             return Err(ConfigError::RateLimiter(format!(
                 "drive {:?}",
@@ -163,8 +174,7 @@ fn validate_network_interfaces(ifaces: &[NetworkInterfaceConfig]) -> Result<(), 
             return Err(ConfigError::DuplicateIfaceId(iface.iface_id.clone()));
         }
         let dev = &iface.host_dev_name;
-        // IFNAMSIZ is 16 including the NUL.
-        if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ' ', '\0']) {
+        if !valid_ifname(dev) {
             return Err(ConfigError::BadHostDevName(
                 iface.iface_id.clone(),
                 dev.clone(),
@@ -187,13 +197,44 @@ fn validate_network_interfaces(ifaces: &[NetworkInterfaceConfig]) -> Result<(), 
     Ok(())
 }
 
+/// Whether `partuuid` is what the kernel's `root=PARTUUID=` takes: a UUID (GPT, 36
+/// characters) or `SSSSSSSS-PP` (MBR), i.e. up to 36 hex digits and dashes, optionally
+/// followed by `/PARTNROFF=N`. It becomes part of the kernel command line, so anything else
+/// (a space above all) would change other kernel arguments.
+pub fn valid_partuuid(partuuid: &str) -> bool {
+    let is_offset = |n: &str| {
+        let digits = n.strip_prefix('-').unwrap_or(n);
+        (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    let (uuid, offset_ok) = match partuuid.split_once('/') {
+        None => (partuuid, true),
+        Some((uuid, rest)) => (uuid, rest.strip_prefix("PARTNROFF=").is_some_and(is_offset)),
+    };
+    offset_ok
+        && (1..=36).contains(&uuid.len())
+        && uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Whether Linux accepts `name` for a network interface (the kernel's `dev_valid_name()`):
+/// 1 to 15 bytes (IFNAMSIZ is 16 with the NUL), not `.` or `..`, and no `/`, `:`, NUL or
+/// whitespace (`isspace()`: space, `\t`, `\n`, `\v`, `\f`, `\r`).
+pub fn valid_ifname(name: &str) -> bool {
+    let bad_byte = |b: u8| matches!(b, b'/' | b':' | b'\0' | b' ' | b'\t'..=b'\r');
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(bad_byte)
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff` (hex, either case) into six bytes.
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for byte in mac.iter_mut() {
         let part = parts.next()?;
-        if part.len() != 2 {
+        // from_str_radix alone would also take "+a".
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(part, 16).ok()?;
@@ -322,6 +363,10 @@ mod tests {
             "06:00:AC:10:00:02:03",
             "6:00:AC:10:00:02",
             "zz:00:00:00:00:00",
+            // Accepted before: u8::from_str_radix takes a leading '+'. Found reviewing with the
+            // config_json target's MAC check (fuzz/regressions/config_json/mac-with-plus.json).
+            "+6:00:AC:10:00:02",
+            "06:00:AC:10:00:+2",
         ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
@@ -348,6 +393,79 @@ mod tests {
             Err(ConfigError::DuplicateHostDev("tap0".into()))
         );
         config.network_interfaces = vec![iface("eth0", "a-very-long-tap-name")];
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::BadHostDevName(..))
+        ));
+    }
+
+    /// Found by the `config_json` fuzz target: a partuuid holding "\r" and other bytes
+    /// validated, and went into the kernel command line as several arguments.
+    #[test]
+    fn partuuids_are_single_kernel_arguments() {
+        for good in [
+            "0eaa91a0-01",
+            "6B1B4A54-9A0A-4AE9-8F0A-1D7C0E7B1D2A",
+            "0eaa91a0-01/PARTNROFF=1",
+            "0eaa91a0-01/PARTNROFF=-1",
+        ] {
+            assert!(valid_partuuid(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "0eaa91a0-019to\\b)o\\\r9999999999999back",
+            "0eaa91a0-01 init=/bin/sh",
+            "0eaa91a0-01/",
+            "0eaa91a0-01/PARTNROFF=",
+            "0eaa91a0-01/PARTNROFF=x",
+            "0eaa91a0-01/X=1",
+            "6b1b4a54-9a0a-4ae9-8f0a-1d7c0e7b1d2a0",
+            "\"0eaa91a0-01\"",
+        ] {
+            assert!(!valid_partuuid(bad), "{bad:?}");
+        }
+        let mut config = minimal();
+        let mut root = drive("rootfs", true);
+        root.partuuid = Some("0eaa91a0-01 init=/bin/sh".into());
+        config.drives = vec![root];
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::BadPartuuid(..))
+        ));
+    }
+
+    /// Found by the `config_json` fuzz target: "tap00:000:2" validated, but Linux refuses
+    /// ':' in interface names (an alias separator), so the VM failed only at start.
+    #[test]
+    fn tap_names_follow_linux_dev_valid_name() {
+        for good in ["tap0", "t", "tap-vm_1.2", "fifteen-chars-x", "..."] {
+            assert!(valid_ifname(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "tap00:000:2",
+            "tap/0",
+            "tap 0",
+            "tap\t0",
+            "tap\n",
+            "tap\x0b0",
+            "tap\x0c0",
+            "tap\r",
+            "tap\x000",
+            "sixteen-chars-xx",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+        let mut config = minimal();
+        config.network_interfaces = vec![NetworkInterfaceConfig {
+            iface_id: "eth0".into(),
+            host_dev_name: "tap00:000:2".into(),
+            guest_mac: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        }];
         assert!(matches!(
             config.validate(),
             Err(ConfigError::BadHostDevName(..))

@@ -17,8 +17,9 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 
-#[cfg(test)]
-pub(crate) mod test_utils;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod test_utils;
 
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};

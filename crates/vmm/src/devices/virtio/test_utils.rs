@@ -67,7 +67,11 @@ pub struct TestDriver {
 
 impl TestDriver {
     pub fn new(device: Box<dyn VirtioDevice>) -> Self {
-        let mem = guest_memory();
+        Self::with_memory(guest_memory(), device)
+    }
+
+    /// A driver whose guest RAM is `mem` (it must cover the default rings, below 0x5000).
+    pub fn with_memory(mem: GuestMemory, device: Box<dyn VirtioDevice>) -> Self {
         let transport = Arc::new(Mutex::new(MmioTransport::new(mem.clone(), device).unwrap()));
         // The same object goes on the bus and into the event manager.
         let bus_device: SharedBusDevice = transport.clone();
