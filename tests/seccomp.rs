@@ -211,8 +211,9 @@ fn no_seccomp_warns_and_leaves_threads_unfiltered() {
         .spawn()
         .unwrap();
     wait_for_socket(&socket, 30);
-    let threads = thread_seccomp(child.id());
+    // The socket is bound before the API thread starts: a served request proves it runs.
     let (status, body) = api_request(&socket, "GET", "/", None);
+    let threads = thread_seccomp(child.id());
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
