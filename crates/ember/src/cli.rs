@@ -124,5 +124,8 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     } else {
         log::info!("{exit}");
     }
-    Ok(code as u8)
+    // Exit here, with the VM still owned: dropping it would unmap guest memory under vCPU
+    // threads that are still inside KVM_RUN. The console was flushed when the VM ended.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code)
 }
