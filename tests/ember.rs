@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 /// Boot arguments for Ember guests: `reboot=k` makes a guest reboot end the VMM.
 pub const EMBER_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 i8042.noaux";
 /// Guests in the lab run under nested, emulated SVM: boots take seconds to tens of seconds.
-pub const EMBER_TIMEOUT_SECS: u64 = 600;
+pub const EMBER_TIMEOUT_SECS: u64 = 240;
 
 /// The `ember` binary; panics when none is built.
 pub fn ember() -> PathBuf {
