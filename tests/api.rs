@@ -40,7 +40,8 @@ fn fault_message(body: &str) -> String {
         .to_string()
 }
 
-/// Configures a guest whose script prints a tick every 100 ms forever.
+/// Configures a guest whose script prints a tick every 100 ms forever. One vCPU: in the
+/// nested, emulated lab, kicking two L2 vCPUs at once has frozen the whole lab twice.
 fn configure_ticking_guest(socket: &Path) {
     let guest = guest_artifacts();
     let script = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done";
@@ -51,7 +52,7 @@ fn configure_ticking_guest(socket: &Path) {
         put(
             socket,
             "/machine-config",
-            json!({"vcpu_count": 2, "mem_size_mib": 256})
+            json!({"vcpu_count": 1, "mem_size_mib": 256})
         )
         .0,
         204
@@ -87,7 +88,7 @@ fn configure_start_pause_resume_and_stop() {
     assert_eq!(get_json(&socket, "/machine-config")["mem_size_mib"], 300);
     let (status, _) = put(&socket, "/actions", json!({"action_type": "InstanceStart"}));
     assert_eq!(status, 204);
-    ember.wait_for("EMBER-GUEST: cpus=2", BOOT_SECS);
+    ember.wait_for("EMBER-GUEST: cpus=1", BOOT_SECS);
     ember.wait_for("tick-5", 60);
     assert_eq!(get_json(&socket, "/")["state"], "Running");
 
