@@ -19,7 +19,7 @@
 //! status says "output full" exactly while bytes are waiting, and draining empties it
 //! within its buffer capacity.
 
-use vmm::devices::legacy::{BootTimer, SerialConsole, I8042};
+use vmm::devices::legacy::{BootTimer, ResetRequest, SerialConsole, I8042};
 use vmm::devices::BusDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -34,7 +34,7 @@ const DRAIN_LIMIT: usize = 64;
 pub fn run(data: &[u8]) {
     let evt = || EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let mut serial = SerialConsole::new(evt(), std::io::sink());
-    let mut i8042 = I8042::new(evt(), evt());
+    let mut i8042 = I8042::new(ResetRequest::new(evt()), evt());
     let mut timer = BootTimer::new(std::time::Instant::now());
     let mut r = Reader::new(data);
     for _ in 0..MAX_OPS {

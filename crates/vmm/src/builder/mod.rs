@@ -161,6 +161,7 @@ pub fn build_microvm(
             fd,
             mmio_bus: mmio_bus.clone(),
             pio_bus: pio_bus.clone(),
+            reset_request: legacy.reset_request.clone(),
             commands: command_receiver,
             acks: ack_sender.clone(),
             stops: stop_sender.clone(),

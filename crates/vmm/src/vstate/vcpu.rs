@@ -6,6 +6,7 @@
 use crate::arch::x86_64::cpuid::{normalize_cpuid, CpuTopology};
 use crate::arch::x86_64::msr::{boot_msrs, MsrError};
 use crate::arch::x86_64::regs::{boot_fpu, boot_regs, setup_sregs, EntryPoint, RegsError};
+use crate::devices::legacy::ResetRequest;
 use crate::devices::Bus;
 use crate::seccomp::{self, BpfProgram, ThreadKind};
 use crate::vstate::memory::GuestMemory;
@@ -133,6 +134,8 @@ pub struct VcpuRunner {
     pub fd: VcpuFd,
     pub mmio_bus: Arc<Bus>,
     pub pio_bus: Arc<Bus>,
+    /// Set by the i8042 when the guest resets the CPU; checked after each port write.
+    pub reset_request: ResetRequest,
     pub commands: Receiver<VcpuCommand>,
     /// Acknowledges each command once the thread is out of the guest and has applied it.
     pub acks: Sender<VcpuCommand>,
@@ -173,7 +176,7 @@ impl VcpuRunner {
                 return stop;
             }
             let result = match self.fd.run() {
-                Ok(exit) => handle_exit(exit, &self.mmio_bus, &self.pio_bus),
+                Ok(exit) => handle_exit(exit, &self.mmio_bus, &self.pio_bus, &self.reset_request),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
                     ExitAction::Continue
@@ -207,7 +210,7 @@ impl VcpuRunner {
     }
 }
 
-fn handle_exit(exit: VcpuExit, mmio_bus: &Bus, pio_bus: &Bus) -> ExitAction {
+fn handle_exit(exit: VcpuExit, mmio_bus: &Bus, pio_bus: &Bus, reset: &ResetRequest) -> ExitAction {
     match exit {
         VcpuExit::IoIn(port, data) => {
             // Unclaimed ports read as all ones, like an empty ISA bus.
@@ -217,6 +220,10 @@ fn handle_exit(exit: VcpuExit, mmio_bus: &Bus, pio_bus: &Bus) -> ExitAction {
         }
         VcpuExit::IoOut(port, data) => {
             pio_bus.write(u64::from(port), data);
+            // The guest's reboot code must not run past its reset request (see ResetRequest).
+            if reset.is_requested() {
+                return ExitAction::Stop(VcpuStop::GuestShutdown);
+            }
         }
         VcpuExit::MmioRead(addr, data) => {
             if !mmio_bus.read(addr, data) {
@@ -232,6 +239,10 @@ fn handle_exit(exit: VcpuExit, mmio_bus: &Bus, pio_bus: &Bus) -> ExitAction {
             }
         }
         VcpuExit::Hlt => log::debug!("vCPU halted"),
+        // Another vCPU may reach a reset method of last resort before the VMM thread stops it.
+        VcpuExit::Shutdown if reset.is_requested() => {
+            return ExitAction::Stop(VcpuStop::GuestShutdown)
+        }
         VcpuExit::Shutdown => return ExitAction::Stop(VcpuStop::TripleFault),
         VcpuExit::SystemEvent(kind, _) => {
             return match kind {

@@ -7,6 +7,8 @@
 
 use crate::devices::BusDevice;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Port 0x60 (data) is offset 0; port 0x64 (status/command) is offset 4.
@@ -50,8 +52,41 @@ const CTRL_BREAK_TAIL: u8 = 0x14;
 /// A real controller's buffer is one byte; a little more lets a whole key sequence queue up.
 const OUTPUT_CAPACITY: usize = 32;
 
+/// The guest's reset request, seen by both sides that must act on it: the VMM thread wakes
+/// on `event`; the vCPU that wrote the command checks `requested` right after the port write
+/// and stops there. Without that check the vCPU runs on while the VMM thread wakes up, and
+/// Linux's reboot code falls through to its next methods (the BIOS vector, then a triple
+/// fault), which would end a clean reboot as a crash.
+#[derive(Clone)]
+pub struct ResetRequest {
+    event: Arc<EventFd>,
+    requested: Arc<AtomicBool>,
+}
+
+impl ResetRequest {
+    pub fn new(event: EventFd) -> Self {
+        ResetRequest {
+            event: Arc::new(event),
+            requested: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Records the request and wakes the VMM thread.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        if let Err(e) = self.event.write(1) {
+            log::error!("i8042: cannot signal the guest's reset: {e}");
+        }
+    }
+
+    /// Whether the guest has asked for a reset (it never un-asks).
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
 pub struct I8042 {
-    reset: EventFd,
+    reset: ResetRequest,
     keyboard_interrupt: EventFd,
     output: VecDeque<u8>,
     config: u8,
@@ -63,7 +98,7 @@ pub struct I8042 {
 
 impl I8042 {
     /// `reset` is written when the guest resets the CPU; `keyboard_interrupt` raises IRQ 1.
-    pub fn new(reset: EventFd, keyboard_interrupt: EventFd) -> Self {
+    pub fn new(reset: ResetRequest, keyboard_interrupt: EventFd) -> Self {
         I8042 {
             reset,
             keyboard_interrupt,
@@ -131,11 +166,7 @@ impl I8042 {
             CMD_TEST_KEYBOARD_PORT => self.push(0x00),
             CMD_READ_OUTPUT_PORT => self.push(self.output_port),
             CMD_DISABLE_KEYBOARD | CMD_ENABLE_KEYBOARD | CMD_DISABLE_AUX | CMD_ENABLE_AUX => {}
-            CMD_RESET_CPU => {
-                if let Err(e) = self.reset.write(1) {
-                    log::error!("i8042: cannot signal the guest's reset: {e}");
-                }
-            }
+            CMD_RESET_CPU => self.reset.request(),
             other => log::debug!("i8042: ignoring controller command {other:#x}"),
         }
     }
@@ -199,11 +230,19 @@ impl BusDevice for I8042 {
 mod tests {
     use super::*;
 
+    /// The controller, its reset eventfd and its IRQ 1 eventfd.
     fn controller() -> (I8042, EventFd, EventFd) {
+        let (dev, _, reset, irq) = controller_with_request();
+        (dev, reset, irq)
+    }
+
+    fn controller_with_request() -> (I8042, ResetRequest, EventFd, EventFd) {
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let request = ResetRequest::new(reset.try_clone().unwrap());
         (
-            I8042::new(reset.try_clone().unwrap(), irq.try_clone().unwrap()),
+            I8042::new(request.clone(), irq.try_clone().unwrap()),
+            request,
             reset,
             irq,
         )
@@ -216,10 +255,26 @@ mod tests {
     }
 
     #[test]
-    fn reset_command_signals_the_vmm() {
-        let (mut dev, reset, _) = controller();
+    fn reset_command_signals_the_vmm_and_the_vcpu() {
+        let (mut dev, request, reset, _) = controller_with_request();
+        assert!(!request.is_requested());
         dev.write(COMMAND, &[CMD_RESET_CPU]);
         assert_eq!(reset.read().unwrap(), 1);
+        assert!(
+            request.is_requested(),
+            "the writing vCPU must see it at once"
+        );
+    }
+
+    #[test]
+    fn other_commands_do_not_request_a_reset() {
+        let (mut dev, request, reset, _) = controller_with_request();
+        for command in 0..=0xfdu8 {
+            dev.write(COMMAND, &[command]);
+            dev.write(DATA, &[command]);
+        }
+        assert!(!request.is_requested());
+        assert!(reset.read().is_err(), "no wake-up either");
     }
 
     #[test]
