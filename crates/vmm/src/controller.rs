@@ -112,8 +112,9 @@ impl VmmController {
     /// Runs the loop until the VM ends (or, before boot, until the API goes away).
     pub fn run(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
         loop {
-            if let Some(microvm) = &self.microvm {
+            if let Some(microvm) = &mut self.microvm {
                 if let Some(exit) = microvm.exit() {
+                    microvm.park_vcpus();
                     microvm.flush_console();
                     if self.metrics.is_some() {
                         if let Err(e) = self.flush_metrics() {

@@ -15,6 +15,8 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 const KICK_RETRY: Duration = Duration::from_millis(10);
 /// After this long without an answer, the vCPU is considered stuck.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the VM's end waits for each vCPU to leave the guest.
+const PARK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A block device with its drive id and counters.
 pub struct AttachedDrive {
@@ -104,6 +106,7 @@ impl MicroVm {
     pub fn run_until_exit(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
         loop {
             if let Some(exit) = self.exit() {
+                self.park_vcpus();
                 self.flush_console();
                 return exit;
             }
@@ -130,12 +133,29 @@ impl MicroVm {
         Ok(())
     }
 
+    /// Takes every vCPU thread that still runs out of the guest and parks it, so that the
+    /// process can exit with no vCPU inside KVM_RUN. Exiting with vCPUs in the guest leaves
+    /// KVM to tear them down from the signal path; that is correct on hardware, but in the
+    /// nested lab it was followed by frozen or hung guests (docs/lab.md). Best effort: a
+    /// vCPU that does not answer within PARK_TIMEOUT is left as it is.
+    pub fn park_vcpus(&mut self) {
+        for (index, vcpu) in self.vcpus.iter().enumerate() {
+            if vcpu.thread.is_finished() || vcpu.commands.send(VcpuCommand::Pause).is_err() {
+                continue;
+            }
+            if let Err(e) = self.wait_for_ack(index, vcpu, VcpuCommand::Pause, PARK_TIMEOUT) {
+                log::warn!("{e} while stopping the VM");
+            }
+        }
+        self.state = VmState::Paused;
+    }
+
     fn command_all(&mut self, command: VcpuCommand) -> Result<(), MicroVmError> {
         for (index, vcpu) in self.vcpus.iter().enumerate() {
             if vcpu.commands.send(command).is_err() {
                 return Err(MicroVmError::VcpuUnresponsive(index, command));
             }
-            self.wait_for_ack(index, vcpu, command)?;
+            self.wait_for_ack(index, vcpu, command, COMMAND_TIMEOUT)?;
         }
         Ok(())
     }
@@ -147,8 +167,9 @@ impl MicroVm {
         index: usize,
         vcpu: &VcpuHandle,
         command: VcpuCommand,
+        timeout: Duration,
     ) -> Result<(), MicroVmError> {
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if command == VcpuCommand::Pause {
                 let _ = vcpu.thread.kill(SIGRTMIN());
