@@ -124,8 +124,9 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     } else {
         log::info!("{exit}");
     }
-    // Exit here, with the VM still owned: dropping it would unmap guest memory under vCPU
-    // threads that are still inside KVM_RUN. The console was flushed when the VM ended.
+    // Exit here, with the VM still owned: the vCPUs were parked when the VM ended, but one
+    // that did not answer in time may still be inside KVM_RUN, and dropping the VM would
+    // unmap guest memory under it. The console was flushed when the VM ended.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     std::process::exit(code)
 }

@@ -1,6 +1,6 @@
 //! The VMM thread's epoll loop (event-manager): what stops the VM, and console input.
 
-use crate::devices::legacy::SerialConsole;
+use crate::devices::legacy::{ResetRequest, SerialConsole};
 use crate::vstate::vcpu::VcpuStop;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber};
 use std::fs::File;
@@ -53,7 +53,7 @@ impl std::fmt::Display for VmExit {
 
 /// Watches everything that ends the VM: guest reset (i8042), vCPU stops, SIGTERM.
 pub struct StopWatcher {
-    pub reset: EventFd,
+    pub reset: ResetRequest,
     pub vcpu_stopped: EventFd,
     pub vcpu_stops: Receiver<(u8, VcpuStop)>,
     pub terminate: EventFd,
@@ -67,7 +67,7 @@ const TERMINATE: u32 = 2;
 impl MutEventSubscriber for StopWatcher {
     fn init(&mut self, ops: &mut EventOps) {
         for (fd, data) in [
-            (&self.reset, RESET),
+            (self.reset.event(), RESET),
             (&self.vcpu_stopped, VCPU_STOPPED),
             (&self.terminate, TERMINATE),
         ] {
@@ -80,7 +80,7 @@ impl MutEventSubscriber for StopWatcher {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let exit = match events.data() {
             RESET => {
-                let _ = self.reset.read();
+                let _ = self.reset.event().read();
                 VmExit::GuestShutdown
             }
             TERMINATE => {

@@ -2,7 +2,7 @@
 
 use crate::devices::legacy::{SerialConsole, I8042};
 use crate::devices::virtio::MmioTransport;
-use crate::event_loop::{StopWatcher, VmExit, VmmEventManager};
+use crate::event_loop::{StopWatcher, VmExit};
 use crate::vstate::vcpu::VcpuCommand;
 use crate::vstate::vm::Vm;
 use std::sync::mpsc::{Receiver, Sender};
@@ -100,20 +100,6 @@ impl MicroVm {
     /// Why the VM ended, once it has.
     pub fn exit(&self) -> Option<VmExit> {
         lock(&self.stop_watcher).exit.clone()
-    }
-
-    /// Runs the event loop until the VM ends.
-    pub fn run_until_exit(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
-        loop {
-            if let Some(exit) = self.exit() {
-                self.park_vcpus();
-                self.flush_console();
-                return exit;
-            }
-            if let Err(e) = event_manager.run() {
-                return VmExit::Error(format!("event loop failed: {e:?}"));
-            }
-        }
     }
 
     pub fn flush_console(&self) {

@@ -1,6 +1,6 @@
 //! Wiring the legacy PC devices: serial console, i8042, boot timer.
 
-use super::{clone_fd, event_fd, BuildError, BuildOptions};
+use super::{event_fd, BuildError, BuildOptions};
 use crate::arch::x86_64::layout::{BOOT_TIMER_SIZE, BOOT_TIMER_START, KEYBOARD_IRQ, SERIAL_IRQ};
 use crate::devices::legacy::i8042::{I8042_PORT_BASE, I8042_PORT_LEN};
 use crate::devices::legacy::serial::{SERIAL_PORT_BASE, SERIAL_PORT_LEN};
@@ -8,15 +8,12 @@ use crate::devices::legacy::{BootTimer, ResetRequest, SerialConsole, I8042};
 use crate::devices::Bus;
 use crate::vstate::vm::Vm;
 use std::sync::{Arc, Mutex};
-use vmm_sys_util::eventfd::EventFd;
 
 /// Legacy devices and the fds that tie them to the loop.
 pub struct LegacyDevices {
     pub serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
     pub i8042: Arc<Mutex<I8042>>,
-    /// Wakes the VMM thread when the guest resets the CPU.
-    pub reset: EventFd,
-    /// Stops the vCPU that asked for the reset right after its port write.
+    /// Wakes the VMM thread, and stops the asking vCPU, when the guest resets the CPU.
     pub reset_request: ResetRequest,
 }
 
@@ -36,8 +33,7 @@ pub fn attach_legacy_devices(
 
     let keyboard_irq = event_fd()?;
     vm.register_irqfd(&keyboard_irq, KEYBOARD_IRQ)?;
-    let reset = event_fd()?;
-    let reset_request = ResetRequest::new(clone_fd(&reset)?);
+    let reset_request = ResetRequest::new(event_fd()?);
     let i8042 = Arc::new(Mutex::new(I8042::new(reset_request.clone(), keyboard_irq)));
     pio_bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())?;
 
@@ -48,7 +44,6 @@ pub fn attach_legacy_devices(
     Ok(LegacyDevices {
         serial,
         i8042,
-        reset,
         reset_request,
     })
 }

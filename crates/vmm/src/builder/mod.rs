@@ -183,7 +183,7 @@ pub fn build_microvm(
         log::warn!("SIGTERM will not stop the VM cleanly: {e}");
     }
     let stop_watcher = Arc::new(Mutex::new(StopWatcher {
-        reset: legacy.reset,
+        reset: legacy.reset_request.clone(),
         vcpu_stopped,
         vcpu_stops: stop_receiver,
         terminate,

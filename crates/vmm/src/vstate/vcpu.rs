@@ -268,3 +268,61 @@ fn handle_exit(exit: VcpuExit, mmio_bus: &Bus, pio_bus: &Bus, reset: &ResetReque
     }
     ExitAction::Continue
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::legacy::I8042;
+    use std::sync::Mutex;
+
+    const I8042_COMMAND_PORT: u16 = 0x64;
+    const RESET_CPU: u8 = 0xfe;
+
+    /// A port bus with an i8042 on it, and the reset request it shares with the vCPU.
+    fn pio_bus_with_i8042() -> (Bus, ResetRequest) {
+        let reset = ResetRequest::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let keyboard_irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut bus = Bus::new();
+        let i8042 = Arc::new(Mutex::new(I8042::new(reset.clone(), keyboard_irq)));
+        bus.insert(0x60, 5, i8042).unwrap();
+        (bus, reset)
+    }
+
+    fn stop_of(action: ExitAction) -> Option<VcpuStop> {
+        match action {
+            ExitAction::Continue => None,
+            ExitAction::Stop(stop) => Some(stop),
+        }
+    }
+
+    #[test]
+    fn the_vcpu_stops_right_after_writing_the_reset_command() {
+        let (pio_bus, reset) = pio_bus_with_i8042();
+        let mmio_bus = Bus::new();
+        let other = VcpuExit::IoOut(I8042_COMMAND_PORT, &[0xaa]);
+        assert_eq!(
+            stop_of(handle_exit(other, &mmio_bus, &pio_bus, &reset)),
+            None
+        );
+        let exit = VcpuExit::IoOut(I8042_COMMAND_PORT, &[RESET_CPU]);
+        assert_eq!(
+            stop_of(handle_exit(exit, &mmio_bus, &pio_bus, &reset)),
+            Some(VcpuStop::GuestShutdown)
+        );
+    }
+
+    #[test]
+    fn a_triple_fault_is_a_clean_end_only_after_a_reset_request() {
+        let (pio_bus, reset) = pio_bus_with_i8042();
+        let mmio_bus = Bus::new();
+        assert_eq!(
+            stop_of(handle_exit(VcpuExit::Shutdown, &mmio_bus, &pio_bus, &reset)),
+            Some(VcpuStop::TripleFault)
+        );
+        reset.request();
+        assert_eq!(
+            stop_of(handle_exit(VcpuExit::Shutdown, &mmio_bus, &pio_bus, &reset)),
+            Some(VcpuStop::GuestShutdown)
+        );
+    }
+}

@@ -79,6 +79,11 @@ impl ResetRequest {
         }
     }
 
+    /// The eventfd the VMM thread's event loop watches.
+    pub fn event(&self) -> &EventFd {
+        &self.event
+    }
+
     /// Whether the guest has asked for a reset (it never un-asks).
     pub fn is_requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
