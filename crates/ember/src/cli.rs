@@ -53,7 +53,7 @@ pub struct Args {
 }
 
 fn read_config(path: &std::path::Path) -> Result<VmConfig, String> {
-    let text = std::fs::read_to_string(path)
+    let text = vmm::host_file::read_text(path, vmm::config::MAX_CONFIG_FILE_BYTES)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     let config = VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     config

@@ -6,6 +6,7 @@ pub mod config;
 pub mod controller;
 pub mod devices;
 pub mod event_loop;
+pub mod host_file;
 pub mod loader;
 pub mod metrics;
 pub mod microvm;

@@ -5,12 +5,14 @@ use crate::arch::x86_64::boot_params::InitrdRegion;
 use crate::arch::x86_64::layout::{CMDLINE_START, HIMEM_START, MMIO_GAP_START};
 use crate::arch::x86_64::regs::{BootProtocol, EntryPoint};
 use crate::config::MAX_CMDLINE_LEN;
+use crate::host_file::{self, HostFileError};
 use crate::vstate::memory::GuestMemory;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::elf::{Elf, Error as ElfError, PvhBootCapability};
 use linux_loader::loader::{self, BzImage, KernelLoader, KernelLoaderResult};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
@@ -22,11 +24,20 @@ const PAGE_SIZE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
-    #[error("cannot open kernel image {path}: {source}")]
+    #[error("The kernel file {path} cannot be opened: {source}")]
     OpenKernel {
+        path: PathBuf,
+        source: HostFileError,
+    },
+    #[error("The kernel file {path} cannot be read: {source}")]
+    ReadKernel {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("The kernel file {path} is empty")]
+    EmptyKernel { path: PathBuf },
+    #[error("The kernel file {path} is not a kernel: it is neither an ELF vmlinux nor a bzImage")]
+    NotAKernelHeader { path: PathBuf },
     #[error("{path} is not a kernel: neither an ELF vmlinux nor a bzImage ({elf}; {bzimage})")]
     NotAKernel {
         path: PathBuf,
@@ -38,11 +49,13 @@ pub enum LoaderError {
         path: PathBuf,
         source: loader::Error,
     },
-    #[error("cannot open initrd {path}: {source}")]
+    #[error("The initrd file {path} cannot be opened: {source}")]
     OpenInitrd {
         path: PathBuf,
-        source: std::io::Error,
+        source: HostFileError,
     },
+    #[error("The initrd file {path} is empty")]
+    EmptyInitrd { path: PathBuf },
     #[error("initrd {path} ({size} bytes) does not fit in guest memory below {limit:#x} after the kernel")]
     InitrdTooLarge {
         path: PathBuf,
@@ -69,13 +82,60 @@ pub struct LoadedKernel {
     pub end: u64,
 }
 
-/// Loads the kernel at `path`: ELF first (PVH entry when the kernel has the note), then bzImage.
-pub fn load_kernel(memory: &GuestMemory, path: &Path) -> Result<LoadedKernel, LoaderError> {
-    let open_error = |source| LoaderError::OpenKernel {
+/// Where a bzImage's setup header says "HdrS".
+const BZIMAGE_MAGIC_OFFSET: u64 = 0x202;
+
+/// Opens the kernel at `path` and checks, from its first bytes only, that it looks like an
+/// ELF or a bzImage: what `PUT /boot-source` checks at once, and the start again (the file
+/// may have changed in between).
+pub fn open_kernel(path: &Path) -> Result<File, LoaderError> {
+    let file = host_file::open_regular(path).map_err(|source| LoaderError::OpenKernel {
+        path: path.into(),
+        source,
+    })?;
+    let read_error = |source| LoaderError::ReadKernel {
         path: path.into(),
         source,
     };
-    let mut file = File::open(path).map_err(open_error)?;
+    if file.metadata().map_err(read_error)?.len() == 0 {
+        return Err(LoaderError::EmptyKernel { path: path.into() });
+    }
+    let mut elf_magic = [0u8; 4];
+    let mut bzimage_magic = [0u8; 4];
+    let is_elf = file.read_exact_at(&mut elf_magic, 0).is_ok() && elf_magic == *b"\x7fELF";
+    let is_bzimage = file
+        .read_exact_at(&mut bzimage_magic, BZIMAGE_MAGIC_OFFSET)
+        .is_ok()
+        && bzimage_magic == *b"HdrS";
+    if !is_elf && !is_bzimage {
+        return Err(LoaderError::NotAKernelHeader { path: path.into() });
+    }
+    Ok(file)
+}
+
+/// Opens the initrd at `path`: a regular file that is not empty.
+pub fn open_initrd(path: &Path) -> Result<File, LoaderError> {
+    let file = host_file::open_regular(path).map_err(|source| LoaderError::OpenInitrd {
+        path: path.into(),
+        source,
+    })?;
+    match file.metadata() {
+        Ok(meta) if meta.len() == 0 => Err(LoaderError::EmptyInitrd { path: path.into() }),
+        Ok(_) => Ok(file),
+        Err(source) => Err(LoaderError::OpenInitrd {
+            path: path.into(),
+            source: HostFileError::Stat(source),
+        }),
+    }
+}
+
+/// Loads the kernel `file` (opened by [`open_kernel`] from `path`): ELF first (PVH entry when
+/// the kernel has the note), then bzImage.
+pub fn load_kernel(
+    memory: &GuestMemory,
+    path: &Path,
+    mut file: File,
+) -> Result<LoadedKernel, LoaderError> {
     let himem = Some(GuestAddress(HIMEM_START));
     match Elf::load(memory, None, &mut file, himem) {
         Ok(result) => Ok(elf_kernel(result)),
@@ -126,18 +186,18 @@ fn bzimage_kernel(result: KernelLoaderResult) -> LoadedKernel {
     }
 }
 
-/// Copies the initrd as high as the kernel allows, page aligned, above the kernel.
+/// Copies the initrd at `path` as high as the kernel allows, page aligned, above the kernel.
 pub fn load_initrd(
     memory: &GuestMemory,
     path: &Path,
     kernel: &LoadedKernel,
 ) -> Result<InitrdRegion, LoaderError> {
-    let open_error = |source| LoaderError::OpenInitrd {
+    let mut file = open_initrd(path)?;
+    let size = file.metadata().map_err(|source| LoaderError::OpenInitrd {
         path: path.into(),
-        source,
-    };
-    let mut file = File::open(path).map_err(open_error)?;
-    let size = file.metadata().map_err(open_error)?.len();
+        source: HostFileError::Stat(source),
+    })?;
+    let size = size.len();
     let addr_max = kernel
         .setup_header
         .map_or(DEFAULT_INITRD_ADDR_MAX, |header| {
@@ -199,18 +259,48 @@ mod tests {
     fn garbage_is_not_a_kernel() {
         let memory = create_guest_memory(16).unwrap();
         let file = file_with(&[0x42; 8192]);
-        let err = load_kernel(&memory, file.as_path()).err().unwrap();
-        assert!(matches!(err, LoaderError::NotAKernel { .. }), "{err}");
+        let err = open_kernel(file.as_path()).err().unwrap();
+        assert!(matches!(err, LoaderError::NotAKernelHeader { .. }), "{err}");
         assert!(err.to_string().contains("is not a kernel"));
+        // The magic alone does not make a kernel: the loader still refuses it.
+        let mut elf_magic = vec![0u8; 8192];
+        elf_magic[..4].copy_from_slice(b"\x7fELF");
+        let file = file_with(&elf_magic);
+        let kernel = open_kernel(file.as_path()).unwrap();
+        assert!(load_kernel(&memory, file.as_path(), kernel).is_err());
     }
 
     #[test]
-    fn missing_kernel_names_the_path() {
-        let memory = create_guest_memory(16).unwrap();
-        let err = load_kernel(&memory, Path::new("/nonexistent/vmlinux"))
+    fn missing_empty_and_odd_kernels_are_refused_by_name() {
+        let err = open_kernel(Path::new("/nonexistent/vmlinux"))
             .err()
             .unwrap();
-        assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "The kernel file /nonexistent/vmlinux cannot be opened: \
+             No such file or directory (os error 2)"
+        );
+        let empty = TempFile::new().unwrap();
+        let err = open_kernel(empty.as_path()).err().unwrap();
+        assert!(matches!(err, LoaderError::EmptyKernel { .. }), "{err}");
+        let err = open_kernel(Path::new("/dev/zero")).err().unwrap();
+        assert!(err
+            .to_string()
+            .ends_with("it is a character device, not a regular file"));
+        let err = open_kernel(Path::new("/")).err().unwrap();
+        assert!(err
+            .to_string()
+            .ends_with("it is a directory, not a regular file"));
+        let err = open_initrd(empty.as_path()).err().unwrap();
+        assert!(matches!(err, LoaderError::EmptyInitrd { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_bzimage_header_is_recognised() {
+        let mut bytes = vec![0u8; 1024];
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        let file = file_with(&bytes);
+        assert!(open_kernel(file.as_path()).is_ok());
     }
 
     fn fake_kernel(end: u64) -> LoadedKernel {

@@ -1,8 +1,9 @@
 //! Metrics: counters the devices and the VMM thread keep, written as one JSON line to the
 //! configured file or named pipe on each `FlushMetrics` (and when the VM ends).
 
+use crate::host_file::{self, Access, FileKind, HostFileError};
 use serde_json::{json, Map, Value};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +16,14 @@ pub struct MetricsSink {
 }
 
 impl MetricsSink {
-    /// Opens `path`, which must exist (a file or a FIFO), for appending. Like Firecracker,
-    /// Ember does not create it: the VMM thread's seccomp filter forbids creating files.
-    pub fn open(path: &Path, instance_id: Option<String>) -> std::io::Result<Self> {
-        let file = OpenOptions::new().append(true).open(path)?;
+    /// Opens `path`, which must exist (a file, a FIFO or a character device such as
+    /// `/dev/null`), for appending. Like Firecracker, Ember does not create it: the VMM
+    /// thread's seccomp filter forbids creating files. A FIFO is opened read-write and
+    /// non-blocking, so that neither a missing reader nor a full pipe ever blocks the VMM
+    /// thread: a line that does not fit fails its flush instead.
+    pub fn open(path: &Path, instance_id: Option<String>) -> Result<Self, HostFileError> {
+        const SINK_KINDS: &[FileKind] = &[FileKind::Regular, FileKind::Fifo, FileKind::CharDevice];
+        let (file, _) = host_file::open(path, Access::Append, SINK_KINDS)?;
         Ok(MetricsSink { file, instance_id })
     }
 

@@ -27,6 +27,9 @@ pub use seccompiler::BpfProgram;
 /// Ember's own filters (seccompiler's JSON format).
 pub const DEFAULT_FILTERS_JSON: &str = include_str!("../../../resources/seccomp/x86_64.json");
 
+/// The largest `--seccomp-filter` file read (Ember's own is about 20 KiB).
+pub const MAX_FILTER_FILE_BYTES: u64 = 1 << 20;
+
 /// Env variable of the debug-build test hook, see [`test_hook_forbidden_syscall`].
 pub const FORBIDDEN_SYSCALL_HOOK: &str = "EMBER_TEST_FORBIDDEN_SYSCALL";
 
@@ -57,7 +60,7 @@ impl ThreadKind {
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error("cannot read the seccomp filter file {0}: {1}")]
-    Read(PathBuf, std::io::Error),
+    Read(PathBuf, crate::host_file::HostFileError),
     #[error("invalid seccomp filters in {origin}: {reason}")]
     Compile { origin: String, reason: String },
     #[error("the seccomp filters in {origin} have no {thread:?} filter (need vmm, api and vcpu)")]
@@ -69,6 +72,8 @@ pub enum SeccompError {
     UnknownThread { origin: String, thread: String },
     #[error("cannot install the seccomp filter: {0}")]
     Install(String),
+    #[error("cannot limit glibc's allocator to one arena (mallopt M_ARENA_MAX failed)")]
+    Allocator,
 }
 
 /// A compiled BPF program per thread kind. An empty program means "no filter"
@@ -100,7 +105,7 @@ impl ThreadFilters {
 pub fn filters(custom: Option<&Path>) -> Result<ThreadFilters, SeccompError> {
     match custom {
         Some(path) => {
-            let json = std::fs::read_to_string(path)
+            let json = crate::host_file::read_text(path, MAX_FILTER_FILE_BYTES)
                 .map_err(|e| SeccompError::Read(path.to_path_buf(), e))?;
             compile(&json, &path.display().to_string())
         }
@@ -180,6 +185,30 @@ fn with_clone3_guard(program: BpfProgram) -> BpfProgram {
         },
     ];
     guard.into_iter().chain(program).collect()
+}
+
+/// Makes glibc's allocator safe under the filters; call first thing in `main`, before any
+/// thread starts.
+///
+/// By default glibc gives each new thread its own malloc arena. When a thread arena's heap
+/// shrinks, glibc reads `/proc/sys/vm/overcommit_memory` once per process
+/// (`check_may_shrink_heap`), and when the first extra arena is made it counts the CPUs
+/// (`sched_getaffinity`, or files under `/sys`). Either can happen on any thread at any later
+/// time, e.g. when the API thread frees a large reply, and an `openat` from the API or a vCPU
+/// thread, whose filters forbid it, kills the process with the guest in it. With one arena
+/// every thread allocates from the main heap, which grows and shrinks with `brk` and takes
+/// large blocks with `mmap`/`mremap`/`munmap` -- all allowed on every thread -- and never
+/// opens a file. The cost is one allocator lock shared by Ember's few threads, which
+/// allocate little once the VM runs.
+pub fn prepare_allocator() -> Result<(), SeccompError> {
+    // SAFETY: mallopt only changes glibc's allocator settings; it is called before any other
+    // thread exists, so no allocation races with it.
+    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    if done == 1 {
+        Ok(())
+    } else {
+        Err(SeccompError::Allocator)
+    }
 }
 
 /// Installs `filter` on the calling thread (for good: filters cannot be removed). An empty

@@ -94,12 +94,16 @@ pub fn build_microvm(
         .as_ref()
         .ok_or(ConfigError::MissingBootSource)?;
     let machine = &config.machine_config;
-    kvm::check_kernel_for_host(&boot_source.kernel_image_path)?;
+    // Opened and checked first, so a missing file or a directory is reported as such, not as
+    // "not a PVM kernel".
+    let kernel_path = &boot_source.kernel_image_path;
+    let kernel_file = loader::open_kernel(kernel_path)?;
+    kvm::check_kernel_for_host(kernel_path, &kernel_file)?;
     let kvm = kvm::open_kvm()?;
     let memory = create_guest_memory(machine.mem_size_mib)?;
     let vm = Vm::new(&kvm, memory.clone())?;
 
-    let kernel = loader::load_kernel(&memory, &boot_source.kernel_image_path)?;
+    let kernel = loader::load_kernel(&memory, kernel_path, kernel_file)?;
     let initrd = match &boot_source.initrd_path {
         Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
         None => None,

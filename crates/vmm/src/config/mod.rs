@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 pub use validate::{host_memory_mib, parse_mac, ConfigError, MAX_CMDLINE_LEN, MAX_VCPUS};
 
+/// The largest `--config-file` read; a config with a hundred drives is a few tens of KiB.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
 /// Boot arguments used when the user gives none (Firecracker's defaults).
 pub const DEFAULT_BOOT_ARGS: &str = "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=0 \
 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";

@@ -3,7 +3,7 @@
 //! Data moves with positional reads and writes (`pread64`/`pwrite64`) straight between the
 //! file and guest memory, with no bounce buffer and no reliance on the file cursor.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, ErrorKind, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 
@@ -15,6 +15,7 @@ use vm_memory::{
 use super::request::Segment;
 use super::{BlockError, SECTOR_SIZE};
 use crate::config::{CacheType, DriveConfig};
+use crate::host_file::{self, Access, FileKind};
 use crate::vstate::memory::GuestMemory;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,27 +35,29 @@ pub struct DiskFile {
     cache_type: CacheType,
 }
 
+/// What can back a drive: a disk image or a host block device (a FIFO or `/dev/zero` has no
+/// size and cannot be written at an offset).
+const DISK_KINDS: &[FileKind] = &[FileKind::Regular, FileKind::BlockDevice];
+
 impl DiskFile {
     /// Opens `config.path_on_host` read-write, or read-only for a read-only drive.
     pub fn open(config: &DriveConfig) -> Result<Self, BlockError> {
         let (id, path) = (config.drive_id.clone(), config.path_on_host.clone());
         let read_only = config.is_read_only;
-        let file = OpenOptions::new().read(true).write(!read_only).open(&path);
-        let file = file.map_err(|source| BlockError::Open {
+        let access = if read_only {
+            Access::Read
+        } else {
+            Access::ReadWrite
+        };
+        let opened = host_file::open(&path, access, DISK_KINDS);
+        let (file, _) = opened.map_err(|source| BlockError::Open {
             id: id.clone(),
             path: path.clone(),
             source,
         })?;
-        let meta = file.metadata().map_err(|source| BlockError::Metadata {
-            id: id.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        if meta.is_dir() {
-            return Err(BlockError::IsDirectory { id, path });
-        }
         // Opening for writing succeeds for root even without write permission.
-        if !read_only && meta.permissions().readonly() {
+        let readonly_file = file.metadata().is_ok_and(|m| m.permissions().readonly());
+        if !read_only && readonly_file {
             return Err(BlockError::ReadOnlyFile { id, path });
         }
         // Seeking works for block devices too, whose metadata length is 0.

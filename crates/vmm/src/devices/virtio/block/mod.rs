@@ -22,6 +22,7 @@ use super::device::{read_config_bytes, ActivateError, VirtioDevice};
 use super::interrupt::Interrupt;
 use super::VIRTIO_F_VERSION_1;
 use crate::config::DriveConfig;
+use crate::host_file::HostFileError;
 use crate::vstate::memory::GuestMemory;
 use backend::DiskFile;
 use handler::RequestHandler;
@@ -44,14 +45,7 @@ pub enum BlockError {
         id: String,
         path: PathBuf,
         #[source]
-        source: std::io::Error,
-    },
-    #[error("drive {id}: cannot stat {path}: {source}", path = path.display())]
-    Metadata {
-        id: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        source: HostFileError,
     },
     #[error("drive {id}: cannot get the size of {path}: {source}", path = path.display())]
     Size {
@@ -60,8 +54,6 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
-    #[error("drive {id}: {path} is a directory (os error 21)", path = path.display())]
-    IsDirectory { id: String, path: PathBuf },
     #[error(
         "drive {id}: {path} has no write permission but the drive is writable (os error 13)",
         path = path.display()

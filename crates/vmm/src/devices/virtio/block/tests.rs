@@ -470,10 +470,29 @@ fn open_errors_name_drive_path_and_cause() {
         config.path_on_host = dir.clone();
         config.is_read_only = read_only;
         let err = Block::new(&config).err().unwrap().to_string();
+        // Read-write: the OS refuses (EISDIR); read-only: the file kind check does.
         assert!(
-            err.contains(&*dir.to_string_lossy()) && err.contains("os error 21"),
+            err.contains(&*dir.to_string_lossy())
+                && (err.contains("os error 21") || err.contains("it is a directory")),
             "{err}"
         );
+    }
+    // No size, no offsets: never a disk, and refused without blocking on a FIFO's open.
+    let fifo_dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let fifo = fifo_dir.as_path().join("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    for (path, kind) in [
+        (fifo, "a named pipe"),
+        ("/dev/zero".into(), "a character device"),
+    ] {
+        for read_only in [false, true] {
+            config.path_on_host = path.clone();
+            config.is_read_only = read_only;
+            let err = Block::new(&config).err().unwrap().to_string();
+            assert!(err.contains(&format!("it is {kind}")), "{err}");
+        }
     }
 
     let perms = std::fs::Permissions::from_mode(0o444);
