@@ -122,7 +122,7 @@ fn errors_carry_firecracker_fault_messages() {
     assert_eq!(status, 400);
     assert_eq!(
         fault_message(&body),
-        "Cannot start microvm without kernel configuration."
+        "Start microvm error: Cannot start microvm without kernel configuration."
     );
     let (status, body) = api_request(
         &socket,

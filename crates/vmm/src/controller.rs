@@ -177,6 +177,19 @@ impl VmmController {
         event_manager: &mut VmmEventManager,
     ) -> VmmResponse {
         action.check_allowed(self.microvm.is_some())?;
+        let resource = action.resource();
+        let answer = self.serve_allowed(action, event_manager);
+        match resource {
+            Some(resource) => answer.map_err(|e| e.about(resource)),
+            None => answer,
+        }
+    }
+
+    fn serve_allowed(
+        &mut self,
+        action: VmmAction,
+        event_manager: &mut VmmEventManager,
+    ) -> VmmResponse {
         match action {
             VmmAction::GetInstanceInfo => Ok(VmmData::InstanceInfo(InstanceInfo::new(
                 &self.instance_id,

@@ -97,6 +97,23 @@ impl VmmAction {
         }
     }
 
+    /// The resource a configuration action's errors are about.
+    pub fn resource(&self) -> Option<Resource> {
+        use VmmAction::*;
+        match self {
+            ConfigureBootSource(_) => Some(Resource::BootSource),
+            PutMachineConfig(_) | PatchMachineConfig(_) => Some(Resource::MachineConfig),
+            InsertDrive(_) | PatchDrive(_) => Some(Resource::Drive),
+            InsertNetworkInterface(_) | PatchNetworkInterface(_) => {
+                Some(Resource::NetworkInterface)
+            }
+            ConfigureMetrics(_) | FlushMetrics => Some(Resource::Metrics),
+            StartInstance => Some(Resource::StartMicrovm),
+            SendCtrlAltDel | Pause | Resume => None,
+            GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion => None,
+        }
+    }
+
     /// Refuses the action with Firecracker's message when it cannot run in this phase.
     pub fn check_allowed(&self, started: bool) -> Result<(), VmmActionError> {
         match (self.phase(), started) {
@@ -207,9 +224,44 @@ pub enum VmmData {
     Version(String),
 }
 
+/// What an error is about. Firecracker starts a `fault_message` with it ("Drive config
+/// error: ..."), and clients match on that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    BootSource,
+    MachineConfig,
+    Drive,
+    NetworkInterface,
+    Metrics,
+    StartMicrovm,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::BootSource => "Boot source error",
+            Resource::MachineConfig => "Machine config error",
+            Resource::Drive => "Drive config error",
+            Resource::NetworkInterface => "Network config error",
+            Resource::Metrics => "Metrics error",
+            Resource::StartMicrovm => "Start microvm error",
+        })
+    }
+}
+
 /// Why the VMM thread refused or failed an action; `Display` is the `fault_message`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VmmActionError {
+    /// `error`, about `resource`: shown as "<Resource> error: <error>".
+    #[error("{resource}: {error}")]
+    About {
+        resource: Resource,
+        error: Box<VmmActionError>,
+    },
+    /// A file the request names cannot be used (kernel, initrd, disk); the text says which
+    /// file and why.
+    #[error("{0}")]
+    HostFile(String),
     #[error("The requested operation is not supported before starting the microVM.")]
     NotSupportedBeforeStart,
     #[error("The requested operation is not supported after starting the microVM.")]
@@ -218,7 +270,7 @@ pub enum VmmActionError {
     InvalidConfig(#[from] ConfigError),
     #[error("A root block device already exists!")]
     RootDeviceExists,
-    #[error("The guest MAC address {0} is already in use.")]
+    #[error("The MAC address is already in use: {0}")]
     GuestMacInUse(String),
     #[error("Empty PATCH request.")]
     EmptyPatch,
@@ -226,11 +278,11 @@ pub enum VmmActionError {
     MissingKernelConfig,
     #[error("{kind} {id:?} does not exist.")]
     NotFound { kind: &'static str, id: String },
-    #[error("Reinitialization of metrics not allowed.")]
+    #[error("Cannot initialize the metrics system due to bad user input: Reinitialization of metrics not allowed.")]
     MetricsAlreadyConfigured,
     #[error("The metrics system is not initialized: configure it with PUT /metrics first.")]
     MetricsNotConfigured,
-    #[error("Cannot use the metrics file {path}: {reason}")]
+    #[error("Cannot initialize the metrics system due to bad user input: {path}: {reason}")]
     MetricsFile { path: String, reason: String },
     /// Starting the VM failed; the text says where.
     #[error("{0}")]
@@ -238,6 +290,31 @@ pub enum VmmActionError {
     /// A post-boot operation failed; the text says which and why.
     #[error("{0}")]
     Internal(String),
+}
+
+impl VmmActionError {
+    /// This error as Firecracker reports it for `resource`. Errors already about a resource,
+    /// and the "not supported before/after start" refusals (which Firecracker reports bare),
+    /// are left as they are.
+    pub fn about(self, resource: Resource) -> Self {
+        match self {
+            VmmActionError::About { .. }
+            | VmmActionError::NotSupportedBeforeStart
+            | VmmActionError::NotSupportedAfterStart => self,
+            error => VmmActionError::About {
+                resource,
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// This error as Firecracker reports it for `action`.
+    pub fn for_action(self, action: &VmmAction) -> Self {
+        match action.resource() {
+            Some(resource) => self.about(resource),
+            None => self,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -105,16 +105,41 @@ fn fault(text: &str) -> String {
     serde_json::json!({ "fault_message": text }).to_string()
 }
 
-const KERNEL: &str = r#"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#;
-const ROOTFS: &str = r#"{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true}"#;
+/// A file with an ELF header and a disk image, for requests to name: the fake VMM's
+/// `PrebootConfigurator` opens them at the PUT, as the real one does.
+fn fixture(name: &str) -> String {
+    static DIR: std::sync::OnceLock<vmm_sys_util::tempdir::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let mut kernel = vec![0u8; 4096];
+        kernel[..4].copy_from_slice(b"\x7fELF");
+        std::fs::write(dir.as_path().join("vmlinux"), kernel).unwrap();
+        std::fs::write(dir.as_path().join("rootfs.img"), [0u8; 4096]).unwrap();
+        dir
+    });
+    dir.as_path().join(name).to_str().unwrap().to_string()
+}
+
+fn kernel_body() -> String {
+    serde_json::json!({"kernel_image_path": fixture("vmlinux"), "boot_args": "console=ttyS0"})
+        .to_string()
+}
+
+fn drive_body(id: &str) -> String {
+    serde_json::json!({"drive_id": id, "path_on_host": fixture("rootfs.img"), "is_root_device": true})
+        .to_string()
+}
 
 #[test]
 fn configures_starts_and_reports_a_vm() {
     let sock = serve();
-    assert_eq!(call(&sock, "PUT", "/boot-source", KERNEL).0, 204);
+    assert_eq!(call(&sock, "PUT", "/boot-source", &kernel_body()).0, 204);
     let machine = r#"{"vcpu_count": 2, "mem_size_mib": 256}"#;
     assert_eq!(call(&sock, "PUT", "/machine-config", machine).0, 204);
-    assert_eq!(call(&sock, "PUT", "/drives/rootfs", ROOTFS).0, 204);
+    assert_eq!(
+        call(&sock, "PUT", "/drives/rootfs", &drive_body("rootfs")).0,
+        204
+    );
     let (status, body) = call(&sock, "GET", "/machine-config", "");
     assert_eq!(status, 200);
     assert!(body.contains(r#""vcpu_count":2"#), "{body}");
@@ -128,7 +153,7 @@ fn configures_starts_and_reports_a_vm() {
     assert!(body.contains(r#""app_name":"Ember""#), "{body}");
     let after = "The requested operation is not supported after starting the microVM.";
     assert_eq!(
-        call(&sock, "PUT", "/drives/rootfs", ROOTFS),
+        call(&sock, "PUT", "/drives/rootfs", &drive_body("rootfs")),
         (400, fault(after))
     );
     assert_eq!(call(&sock, "PATCH", "/vm", r#"{"state": "Paused"}"#).0, 204);
@@ -147,7 +172,7 @@ fn version_and_preboot_errors() {
     let pause = r#"{"state": "Paused"}"#;
     assert_eq!(call(&sock, "PATCH", "/vm", pause), (400, fault(before)));
     let start = r#"{"action_type": "InstanceStart"}"#;
-    let no_kernel = "Cannot start microvm without kernel configuration.";
+    let no_kernel = "Start microvm error: Cannot start microvm without kernel configuration.";
     assert_eq!(
         call(&sock, "PUT", "/actions", start),
         (400, fault(no_kernel))
@@ -158,7 +183,7 @@ fn version_and_preboot_errors() {
 fn keep_alive_serves_pipelined_requests_in_order() {
     let sock = serve();
     let wire = [
-        request("PUT", "/boot-source", KERNEL),
+        request("PUT", "/boot-source", &kernel_body()),
         request("GET", "/machine-config", ""),
         request("GET", "/nope", ""),
     ]
@@ -237,13 +262,14 @@ fn expect_continue_is_answered() {
     let sock = serve();
     let mut stream = connect(&sock);
     let head = "PUT /boot-source HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: ";
+    let kernel = kernel_body();
     stream
-        .write_all(format!("{head}{}\r\n\r\n", KERNEL.len()).as_bytes())
+        .write_all(format!("{head}{}\r\n\r\n", kernel.len()).as_bytes())
         .unwrap();
     let mut buf = [0u8; 256];
     let len = stream.read(&mut buf).unwrap();
     assert_eq!(&buf[..len], b"HTTP/1.1 100 Continue\r\n\r\n");
-    stream.write_all(KERNEL.as_bytes()).unwrap();
+    stream.write_all(kernel.as_bytes()).unwrap();
     let len = stream.read(&mut buf).unwrap();
     assert!(buf[..len].starts_with(b"HTTP/1.1 204 No Content\r\n"));
 }
@@ -264,10 +290,10 @@ fn routing_errors_carry_firecracker_fault_messages() {
     let sock = serve();
     let invalid = "Invalid request method and/or path: PUT vm.";
     assert_eq!(call(&sock, "PUT", "/vm", "{}"), (400, fault(invalid)));
-    let other = r#"{"drive_id": "other", "path_on_host": "/r", "is_root_device": true}"#;
+    let other = drive_body("other");
     let mismatch = "The id from the path does not match the id from the body!";
     assert_eq!(
-        call(&sock, "PUT", "/drives/rootfs", other),
+        call(&sock, "PUT", "/drives/rootfs", &other),
         (400, fault(mismatch))
     );
     let (status, body) = call(&sock, "PUT", "/machine-config", r#"{"vcpu_count": "2"}"#);
@@ -340,8 +366,8 @@ fn answer_wire_answers_like_the_server() {
     let wires = [
         format!(
             "{}{}GET /vm/config HTTP/1.1\r\n\r\n",
-            request("PUT", "/boot-source", KERNEL),
-            request("PUT", "/drives/rootfs", ROOTFS)
+            request("PUT", "/boot-source", &kernel_body()),
+            request("PUT", "/drives/rootfs", &drive_body("rootfs"))
         ),
         "GET /version HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_string(),
         format!("{}PUT /x HTTP/1.1\r\nbad", request("PATCH", "/vm", "{}")),

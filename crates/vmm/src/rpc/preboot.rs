@@ -1,7 +1,7 @@
 //! The VM configuration accumulated before boot, changed one API action at a time with
 //! Firecracker's semantics.
 
-use super::{MachineConfigUpdate, VmmAction, VmmActionError, VmmData, VmmResponse};
+use super::{MachineConfigUpdate, Resource, VmmAction, VmmActionError, VmmData, VmmResponse};
 use crate::config::{
     BootSourceConfig, ConfigError, DriveConfig, MachineConfig, MetricsConfig,
     NetworkInterfaceConfig, VmConfig,
@@ -51,7 +51,11 @@ impl PrebootConfigurator {
             }
             StartInstance | FlushMetrics | GetInstanceInfo | GetVersion => return None,
         };
-        Some(applied.map(|()| VmmData::Empty))
+        Some(
+            applied
+                .map(|()| VmmData::Empty)
+                .map_err(|e| e.for_action(action)),
+        )
     }
 
     /// Records a drive changed after boot, so `GET /vm/config` shows what the VM now uses.
@@ -68,11 +72,12 @@ impl PrebootConfigurator {
 
     /// The validated configuration to boot, for `InstanceStart`.
     pub fn config_for_start(&self) -> Result<VmConfig, VmmActionError> {
-        match self.config.validate() {
+        let checked = match self.config.validate() {
             Ok(()) => Ok(self.config.clone()),
             Err(ConfigError::MissingBootSource) => Err(VmmActionError::MissingKernelConfig),
             Err(err) => Err(err.into()),
-        }
+        };
+        checked.map_err(|e| e.about(Resource::StartMicrovm))
     }
 
     fn set_metrics(&mut self, metrics: &MetricsConfig) -> Result<(), VmmActionError> {
@@ -83,7 +88,15 @@ impl PrebootConfigurator {
         Ok(())
     }
 
+    /// Like Firecracker, opens the kernel and initrd at once, so a missing or unusable file is
+    /// refused at this request; Ember also checks that they are non-empty regular files and
+    /// that the kernel has an ELF or bzImage header. (The start checks them again.)
     fn set_boot_source(&mut self, boot: &BootSourceConfig) -> Result<(), VmmActionError> {
+        let unusable = |e: crate::loader::LoaderError| VmmActionError::HostFile(e.to_string());
+        crate::loader::open_kernel(&boot.kernel_image_path).map_err(unusable)?;
+        if let Some(initrd) = &boot.initrd_path {
+            crate::loader::open_initrd(initrd).map_err(unusable)?;
+        }
         let mut candidate = self.config.clone();
         candidate.boot_source = Some(boot.clone());
         self.commit(candidate)
@@ -112,6 +125,8 @@ impl PrebootConfigurator {
         if drive.is_root_device && root.is_some() && root != existing {
             return Err(VmmActionError::RootDeviceExists);
         }
+        crate::devices::virtio::block::check_backing_file(drive)
+            .map_err(|e| VmmActionError::HostFile(e.to_string()))?;
         let mut candidate = self.config.clone();
         let index = match existing {
             Some(index) => {

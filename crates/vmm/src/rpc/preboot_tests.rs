@@ -1,11 +1,48 @@
 use super::*;
 use crate::config::CacheType;
 use crate::rpc::{DriveUpdate, VmmAction::*};
+use std::path::{Path, PathBuf};
+use vmm_sys_util::tempdir::TempDir;
 
-fn drive(id: &str, root: bool) -> DriveConfig {
+/// Real files for the configuration to name: PUT /boot-source and PUT /drives open them.
+struct Files(TempDir);
+
+impl Files {
+    fn new() -> Self {
+        let files = Files(TempDir::new().unwrap());
+        let mut kernel = vec![0u8; 4096];
+        kernel[..4].copy_from_slice(b"\x7fELF");
+        std::fs::write(files.path("vmlinux"), kernel).unwrap();
+        files
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.as_path().join(name)
+    }
+
+    fn kernel(&self, args: &str) -> BootSourceConfig {
+        BootSourceConfig {
+            kernel_image_path: self.path("vmlinux"),
+            boot_args: Some(args.into()),
+            initrd_path: None,
+        }
+    }
+
+    fn drive(&self, id: &str, root: bool) -> DriveConfig {
+        let path = self.path(&format!("{id}.img"));
+        std::fs::write(&path, [0u8; 512]).unwrap();
+        drive_at(id, root, &path)
+    }
+}
+
+fn about(resource: Resource, error: impl Into<VmmActionError>) -> VmmActionError {
+    error.into().about(resource)
+}
+
+fn drive_at(id: &str, root: bool, path: &Path) -> DriveConfig {
     DriveConfig {
         drive_id: id.into(),
-        path_on_host: format!("/img/{id}").into(),
+        path_on_host: path.into(),
         is_root_device: root,
         is_read_only: false,
         partuuid: None,
@@ -25,14 +62,6 @@ fn iface(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
     }
 }
 
-fn kernel(args: &str) -> BootSourceConfig {
-    BootSourceConfig {
-        kernel_image_path: "/k".into(),
-        boot_args: Some(args.into()),
-        initrd_path: None,
-    }
-}
-
 fn apply(cfg: &mut PrebootConfigurator, action: VmmAction) -> VmmResponse {
     cfg.apply(&action).expect("a pre-boot action")
 }
@@ -48,6 +77,7 @@ fn drive_ids(cfg: &PrebootConfigurator) -> Vec<&str> {
 #[test]
 fn get_machine_config_returns_defaults_before_any_put() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let got = apply(&mut cfg, GetMachineConfig).unwrap();
     assert_eq!(got, VmmData::MachineConfig(MachineConfig::default()));
 }
@@ -55,16 +85,20 @@ fn get_machine_config_returns_defaults_before_any_put() {
 #[test]
 fn boot_source_is_replaced_and_validated() {
     let mut cfg = PrebootConfigurator::default();
-    apply(&mut cfg, ConfigureBootSource(kernel("console=ttyS0"))).unwrap();
-    apply(&mut cfg, ConfigureBootSource(kernel("quiet"))).unwrap();
+    let files = Files::new();
+    apply(&mut cfg, ConfigureBootSource(files.kernel("console=ttyS0"))).unwrap();
+    apply(&mut cfg, ConfigureBootSource(files.kernel("quiet"))).unwrap();
     let boot = cfg.config().boot_source.as_ref().unwrap();
     assert_eq!(boot.boot_args.as_deref(), Some("quiet"));
-    let long = kernel(&"x".repeat(4096));
+    let long = files.kernel(&"x".repeat(4096));
     let err = apply(&mut cfg, ConfigureBootSource(long)).unwrap_err();
-    assert!(matches!(
+    assert_eq!(
         err,
-        VmmActionError::InvalidConfig(ConfigError::CmdlineTooLong { .. })
-    ));
+        about(
+            Resource::BootSource,
+            ConfigError::CmdlineTooLong { len: 4096 }
+        )
+    );
     let boot = cfg.config().boot_source.as_ref().unwrap();
     assert_eq!(
         boot.boot_args.as_deref(),
@@ -76,6 +110,7 @@ fn boot_source_is_replaced_and_validated() {
 #[test]
 fn put_machine_config_replaces_and_patch_merges() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let machine = MachineConfig {
         vcpu_count: 2,
         mem_size_mib: 256,
@@ -95,6 +130,7 @@ fn put_machine_config_replaces_and_patch_merges() {
 #[test]
 fn invalid_machine_config_is_refused_whole() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let update = MachineConfigUpdate {
         vcpu_count: Some(3),
         smt: Some(true),
@@ -102,17 +138,24 @@ fn invalid_machine_config_is_refused_whole() {
         ..Default::default()
     };
     let err = apply(&mut cfg, PatchMachineConfig(update)).unwrap_err();
-    assert_eq!(err, ConfigError::VcpuCountSmt(3).into());
+    assert_eq!(
+        err,
+        about(Resource::MachineConfig, ConfigError::VcpuCountSmt(3))
+    );
     assert_eq!(cfg.config().machine_config, MachineConfig::default());
     let err = apply(&mut cfg, PatchMachineConfig(Default::default())).unwrap_err();
-    assert_eq!(err, VmmActionError::EmptyPatch);
+    assert_eq!(
+        err,
+        about(Resource::MachineConfig, VmmActionError::EmptyPatch)
+    );
 }
 
 #[test]
 fn put_drive_with_existing_id_replaces_it() {
     let mut cfg = PrebootConfigurator::default();
-    apply(&mut cfg, InsertDrive(drive("data", false))).unwrap();
-    let mut again = drive("data", false);
+    let files = Files::new();
+    apply(&mut cfg, InsertDrive(files.drive("data", false))).unwrap();
+    let mut again = files.drive("data", false);
     again.is_read_only = true;
     apply(&mut cfg, InsertDrive(again)).unwrap();
     assert_eq!(cfg.config().drives.len(), 1);
@@ -122,45 +165,44 @@ fn put_drive_with_existing_id_replaces_it() {
 #[test]
 fn root_drive_goes_first_and_a_second_is_refused() {
     let mut cfg = PrebootConfigurator::default();
-    apply(&mut cfg, InsertDrive(drive("data", false))).unwrap();
-    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
+    let files = Files::new();
+    apply(&mut cfg, InsertDrive(files.drive("data", false))).unwrap();
+    apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
     assert_eq!(drive_ids(&cfg), ["rootfs", "data"]);
-    let err = apply(&mut cfg, InsertDrive(drive("other", true))).unwrap_err();
-    assert_eq!(err, VmmActionError::RootDeviceExists);
+    let err = apply(&mut cfg, InsertDrive(files.drive("other", true))).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "A root block device already exists!",
+        "Drive config error: A root block device already exists!",
         "Firecracker's wording"
     );
     // Updating the root drive itself is fine, and so is making a data drive root once the
     // old root is demoted.
-    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
-    apply(&mut cfg, InsertDrive(drive("rootfs", false))).unwrap();
-    apply(&mut cfg, InsertDrive(drive("data", true))).unwrap();
+    apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
+    apply(&mut cfg, InsertDrive(files.drive("rootfs", false))).unwrap();
+    apply(&mut cfg, InsertDrive(files.drive("data", true))).unwrap();
     assert_eq!(drive_ids(&cfg), ["data", "rootfs"]);
 }
 
 #[test]
 fn drive_ids_and_rate_limiters_are_validated() {
     let mut cfg = PrebootConfigurator::default();
-    let err = apply(&mut cfg, InsertDrive(drive("bad id", false))).unwrap_err();
-    assert!(matches!(
-        err,
-        VmmActionError::InvalidConfig(ConfigError::BadId(..))
-    ));
-    let mut limited = drive("data", false);
+    let files = Files::new();
+    let err = apply(&mut cfg, InsertDrive(files.drive("bad id", false))).unwrap_err();
+    assert!(
+        err.to_string().starts_with("Drive config error: drive id"),
+        "{err}"
+    );
+    let mut limited = files.drive("data", false);
     limited.rate_limiter = Some(serde_json::json!({}));
     let err = apply(&mut cfg, InsertDrive(limited)).unwrap_err();
-    assert!(matches!(
-        err,
-        VmmActionError::InvalidConfig(ConfigError::RateLimiter(_))
-    ));
+    assert!(err.to_string().contains("rate limiters"), "{err}");
     assert!(cfg.config().drives.is_empty());
 }
 
 #[test]
 fn network_interfaces_replace_by_id_and_keep_macs_unique() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let mac = "06:00:AC:10:00:02";
     apply(
         &mut cfg,
@@ -180,18 +222,28 @@ fn network_interfaces_replace_by_id_and_keep_macs_unique() {
         InsertNetworkInterface(iface("eth1", "tap2", Some(lower))),
     )
     .unwrap_err();
-    assert_eq!(err, VmmActionError::GuestMacInUse(lower.into()));
+    assert_eq!(
+        err.to_string(),
+        format!("Network config error: The MAC address is already in use: {lower}")
+    );
     let err = apply(
         &mut cfg,
         InsertNetworkInterface(iface("eth1", "tap1", None)),
     )
     .unwrap_err();
-    assert_eq!(err, ConfigError::DuplicateHostDev("tap1".into()).into());
+    assert_eq!(
+        err,
+        about(
+            Resource::NetworkInterface,
+            ConfigError::DuplicateHostDev("tap1".into())
+        )
+    );
 }
 
 #[test]
 fn post_boot_actions_are_refused_before_start() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let patch = DriveUpdate {
         drive_id: "rootfs".into(),
         path_on_host: Some("/new".into()),
@@ -206,6 +258,7 @@ fn post_boot_actions_are_refused_before_start() {
 #[test]
 fn vmm_thread_actions_are_left_to_it() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     for action in [StartInstance, FlushMetrics, GetInstanceInfo, GetVersion] {
         assert_eq!(cfg.apply(&action), None);
     }
@@ -214,12 +267,13 @@ fn vmm_thread_actions_are_left_to_it() {
 #[test]
 fn start_needs_a_kernel_and_returns_the_config() {
     let mut cfg = PrebootConfigurator::default();
-    apply(&mut cfg, InsertDrive(drive("rootfs", true))).unwrap();
+    let files = Files::new();
+    apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
     assert_eq!(
-        cfg.config_for_start(),
-        Err(VmmActionError::MissingKernelConfig)
+        cfg.config_for_start().unwrap_err().to_string(),
+        "Start microvm error: Cannot start microvm without kernel configuration."
     );
-    apply(&mut cfg, ConfigureBootSource(kernel("console=ttyS0"))).unwrap();
+    apply(&mut cfg, ConfigureBootSource(files.kernel("console=ttyS0"))).unwrap();
     let config = cfg.config_for_start().unwrap();
     assert_eq!(config.drives.len(), 1);
     let got = apply(&mut cfg, GetVmConfig).unwrap();
@@ -229,6 +283,7 @@ fn start_needs_a_kernel_and_returns_the_config() {
 #[test]
 fn metrics_can_be_configured_once() {
     let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
     let metrics = crate::config::MetricsConfig {
         metrics_path: "/tmp/m".into(),
         emit_id: true,
@@ -240,7 +295,10 @@ fn metrics_can_be_configured_once() {
     assert_eq!(cfg.config().metrics.as_ref(), Some(&metrics));
     assert_eq!(
         apply(&mut cfg, ConfigureMetrics(metrics)),
-        Err(VmmActionError::MetricsAlreadyConfigured)
+        Err(about(
+            Resource::Metrics,
+            VmmActionError::MetricsAlreadyConfigured
+        ))
     );
     assert_eq!(
         ConfigureMetrics(crate::config::MetricsConfig {
@@ -250,4 +308,60 @@ fn metrics_can_be_configured_once() {
         .check_allowed(true),
         Err(VmmActionError::NotSupportedAfterStart)
     );
+}
+
+#[test]
+fn boot_files_are_checked_at_the_put() {
+    let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
+    let mut boot = files.kernel("console=ttyS0");
+    for (path, why) in [
+        (
+            files.path("missing"),
+            "No such file or directory (os error 2)",
+        ),
+        (files.0.as_path().to_path_buf(), "it is a directory"),
+        ("/dev/zero".into(), "it is a character device"),
+    ] {
+        boot.kernel_image_path = path.clone();
+        let err = apply(&mut cfg, ConfigureBootSource(boot.clone())).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "Boot source error: The kernel file {}",
+                path.display()
+            )) && text.contains(why),
+            "{text}"
+        );
+    }
+    std::fs::write(files.path("empty"), b"").unwrap();
+    boot.kernel_image_path = files.path("empty");
+    let err = apply(&mut cfg, ConfigureBootSource(boot.clone())).unwrap_err();
+    assert!(err.to_string().ends_with("is empty"), "{err}");
+    boot.kernel_image_path = files.path("vmlinux");
+    boot.initrd_path = Some(files.path("missing-initrd"));
+    let err = apply(&mut cfg, ConfigureBootSource(boot)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Boot source error: The initrd file"),
+        "{err}"
+    );
+    assert_eq!(cfg.config().boot_source, None, "nothing refused was kept");
+}
+
+#[test]
+fn drive_files_are_checked_at_the_put() {
+    let mut cfg = PrebootConfigurator::default();
+    let files = Files::new();
+    let missing = drive_at("data", false, &files.path("missing.img"));
+    let err = apply(&mut cfg, InsertDrive(missing)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("Drive config error: drive data: cannot open")
+            && text.contains("os error 2"),
+        "{text}"
+    );
+    let dir = drive_at("data", true, files.0.as_path());
+    assert!(apply(&mut cfg, InsertDrive(dir)).is_err());
+    assert!(cfg.config().drives.is_empty());
 }

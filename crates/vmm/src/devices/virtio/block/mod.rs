@@ -61,6 +61,12 @@ pub enum BlockError {
     ReadOnlyFile { id: String, path: PathBuf },
 }
 
+/// Opens a drive's backing file as the device would, and closes it again: what `PUT /drives`
+/// checks at once, like Firecracker.
+pub fn check_backing_file(config: &DriveConfig) -> Result<(), BlockError> {
+    DiskFile::open(config).map(drop)
+}
+
 /// Counters a drive keeps; get them with [`Block::metrics`] before handing the device over.
 #[derive(Debug, Default)]
 pub struct BlockMetrics {
