@@ -77,7 +77,6 @@ fn drive_ids(cfg: &PrebootConfigurator) -> Vec<&str> {
 #[test]
 fn get_machine_config_returns_defaults_before_any_put() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let got = apply(&mut cfg, GetMachineConfig).unwrap();
     assert_eq!(got, VmmData::MachineConfig(MachineConfig::default()));
 }
@@ -110,7 +109,6 @@ fn boot_source_is_replaced_and_validated() {
 #[test]
 fn put_machine_config_replaces_and_patch_merges() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let machine = MachineConfig {
         vcpu_count: 2,
         mem_size_mib: 256,
@@ -130,7 +128,6 @@ fn put_machine_config_replaces_and_patch_merges() {
 #[test]
 fn invalid_machine_config_is_refused_whole() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let update = MachineConfigUpdate {
         vcpu_count: Some(3),
         smt: Some(true),
@@ -202,7 +199,6 @@ fn drive_ids_and_rate_limiters_are_validated() {
 #[test]
 fn network_interfaces_replace_by_id_and_keep_macs_unique() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let mac = "06:00:AC:10:00:02";
     apply(
         &mut cfg,
@@ -243,7 +239,6 @@ fn network_interfaces_replace_by_id_and_keep_macs_unique() {
 #[test]
 fn post_boot_actions_are_refused_before_start() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let patch = DriveUpdate {
         drive_id: "rootfs".into(),
         path_on_host: Some("/new".into()),
@@ -258,7 +253,6 @@ fn post_boot_actions_are_refused_before_start() {
 #[test]
 fn vmm_thread_actions_are_left_to_it() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     for action in [StartInstance, FlushMetrics, GetInstanceInfo, GetVersion] {
         assert_eq!(cfg.apply(&action), None);
     }
@@ -283,7 +277,6 @@ fn start_needs_a_kernel_and_returns_the_config() {
 #[test]
 fn metrics_can_be_configured_once() {
     let mut cfg = PrebootConfigurator::default();
-    let files = Files::new();
     let metrics = crate::config::MetricsConfig {
         metrics_path: "/tmp/m".into(),
         emit_id: true,

@@ -105,7 +105,7 @@ fn symbol_names(file: &File) -> std::io::Result<Option<Vec<u8>>> {
         Ok(entry)
     };
     for index in 0..count {
-        let symtab = section(u64::from(index))?;
+        let symtab = section(index)?;
         if u32_at(&symtab, 4) != SHT_SYMTAB {
             continue;
         }
