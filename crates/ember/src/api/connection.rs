@@ -17,6 +17,10 @@ pub struct Connection {
     buf: Vec<u8>,
     /// When the first byte of the request still being received arrived.
     pending_since: Option<Instant>,
+    accepted: Instant,
+    /// When the client last sent bytes or was answered.
+    last_active: Instant,
+    has_sent: bool,
     continue_due: bool,
     continue_sent: bool,
 }
@@ -26,10 +30,14 @@ impl Connection {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let now = Instant::now();
         Ok(Connection {
             stream,
             buf: Vec::new(),
             pending_since: None,
+            accepted: now,
+            last_active: now,
+            has_sent: false,
             continue_due: false,
             continue_sent: false,
         })
@@ -47,7 +55,9 @@ impl Connection {
             Ok(0) => Ok(false),
             Ok(len) => {
                 self.buf.extend_from_slice(&chunk[..len]);
-                self.pending_since.get_or_insert_with(Instant::now);
+                self.last_active = Instant::now();
+                self.has_sent = true;
+                self.pending_since.get_or_insert(self.last_active);
                 Ok(true)
             }
             Err(err) if is_transient(&err) => Ok(true),
@@ -85,13 +95,23 @@ impl Connection {
     }
 
     pub fn send(&mut self, response: &Response) -> io::Result<()> {
+        self.last_active = Instant::now();
         self.stream.write_all(&response.to_bytes())
     }
 
-    /// True when a started request has not been completed in time.
+    /// True when a started request has not been completed in time, or when the client has
+    /// sent nothing at all for as long since it connected.
     pub fn is_stalled(&self, now: Instant) -> bool {
-        self.pending_since
-            .is_some_and(|since| now.duration_since(since) > REQUEST_TIMEOUT)
+        match self.pending_since {
+            Some(since) => now.duration_since(since) > REQUEST_TIMEOUT,
+            None => !self.has_sent && now.duration_since(self.accepted) > REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Since when the connection has been between requests (nothing buffered), if it is:
+    /// such a connection may be closed to make room for a new client.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.pending_since.is_none().then_some(self.last_active)
     }
 }
 

@@ -18,6 +18,10 @@ pub enum HttpError {
     HeadTooLarge,
     #[error("Invalid Content-Length header: {0:?}.")]
     BadContentLength(String),
+    #[error("Content-Length {0} is larger than any request body can be.")]
+    ContentLengthOverflow(String),
+    #[error("The request has conflicting Content-Length headers: {0} and {1}.")]
+    ConflictingContentLength(usize, usize),
     #[error(
         "Request payload with size {0} is larger than the limit of {MAX_PAYLOAD_BYTES} \
          allowed by server."
@@ -101,8 +105,11 @@ impl Head {
                 "content-length" => {
                     // Two different lengths make the framing ambiguous (RFC 9112 6.3).
                     let len = content_length(value)?;
-                    if seen_length.replace(len).is_some_and(|prev| prev != len) {
-                        return Err(HttpError::BadContentLength(value.to_string()));
+                    match seen_length.replace(len) {
+                        Some(prev) if prev != len => {
+                            return Err(HttpError::ConflictingContentLength(prev, len))
+                        }
+                        _ => {}
                     }
                     head.content_length = len;
                 }
@@ -125,7 +132,7 @@ fn content_length(value: &str) -> Result<usize, HttpError> {
     match value.parse::<usize>() {
         Ok(len) if len <= MAX_PAYLOAD_BYTES => Ok(len),
         Ok(len) => Err(HttpError::PayloadTooLarge(len)),
-        Err(_) => Err(HttpError::PayloadTooLarge(usize::MAX)),
+        Err(_) => Err(HttpError::ContentLengthOverflow(value.to_string())),
     }
 }
 
@@ -283,9 +290,16 @@ mod tests {
             assert_eq!(parse_request(wire), Err(err));
         }
         let conflicting = b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\n{}";
+        let err = parse_request(conflicting).unwrap_err();
+        assert_eq!(err, HttpError::ConflictingContentLength(2, 0));
         assert_eq!(
-            parse_request(conflicting),
-            Err(HttpError::BadContentLength("0".into()))
+            err.to_string(),
+            "The request has conflicting Content-Length headers: 2 and 0."
+        );
+        let past_u64 = b"PUT /x HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert_eq!(
+            parse_request(past_u64).unwrap_err().to_string(),
+            "Content-Length 99999999999999999999999 is larger than any request body can be."
         );
         let repeated = b"PUT /x HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n{}";
         assert!(matches!(parse_request(repeated), Ok(Parsed::Complete(..))));

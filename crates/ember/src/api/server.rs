@@ -11,7 +11,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-/// Open connections served at once; more are answered 503 and closed.
+/// Open connections served at once. A new client beyond them takes the place of the one idle
+/// longest (connected but between requests, or closed by its peer and not yet reaped); only
+/// when every connection is in the middle of a request is it answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 16;
 const LISTENER_ID: u64 = u64::MAX;
 /// How often stalled requests are looked for, in milliseconds.
@@ -83,7 +85,7 @@ impl Server {
         let Ok(mut connection) = Connection::new(stream) else {
             return;
         };
-        if self.connections.len() >= MAX_CONNECTIONS {
+        if self.connections.len() >= MAX_CONNECTIONS && !self.close_longest_idle() {
             let busy = Response::fault(503, "Too many open connections.").closing();
             let _ = connection.send(&busy);
             return;
@@ -129,6 +131,22 @@ impl Server {
                 let _ = connection.send(&timeout.closing());
             }
             self.close(id);
+        }
+    }
+
+    /// Closes the connection idle longest, to make room; `false` when none is idle.
+    fn close_longest_idle(&mut self) -> bool {
+        let idle = self
+            .connections
+            .iter()
+            .filter_map(|(id, connection)| connection.idle_since().map(|since| (since, *id)))
+            .min();
+        match idle {
+            Some((_, id)) => {
+                self.close(id);
+                true
+            }
+            None => false,
         }
     }
 

@@ -19,11 +19,7 @@ i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    #[serde(
-        rename = "boot-source",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "boot-source", default)]
     pub boot_source: Option<BootSourceConfig>,
     #[serde(rename = "machine-config", default)]
     pub machine_config: MachineConfig,
@@ -31,8 +27,26 @@ pub struct VmConfig {
     pub drives: Vec<DriveConfig>,
     #[serde(rename = "network-interfaces", default)]
     pub network_interfaces: Vec<NetworkInterfaceConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Firecracker's sections for devices and features Ember does not have yet. `GET
+    /// /vm/config` shows each as null (or `[]`), as Firecracker shows what is not configured,
+    /// so clients that read every key keep working, and a config file may hold them so; a
+    /// section that asks for something is refused by name ([`ConfigError::Unsupported`]).
+    #[serde(default)]
+    pub balloon: Option<serde_json::Value>,
+    #[serde(rename = "cpu-config", default)]
+    pub cpu_config: Option<serde_json::Value>,
+    #[serde(rename = "mmds-config", default)]
+    pub mmds_config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub vsock: Option<serde_json::Value>,
+    #[serde(default)]
+    pub entropy: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pmem: Vec<serde_json::Value>,
+    #[serde(rename = "memory-hotplug", default)]
+    pub memory_hotplug: Option<serde_json::Value>,
 }
 
 /// `metrics`: where `FlushMetrics` writes one JSON line of counters.

@@ -40,6 +40,8 @@ pub enum ConfigError {
          \"6b1b4a54-9a0a-4ae9-8f0a-1d7c0e7b1d2a\" (optionally with \"/PARTNROFF=N\")"
     )]
     BadPartuuid(String, String),
+    #[error("the {0:?} section is not supported by Ember yet")]
+    Unsupported(&'static str),
     #[error("{0}: rate limiters are not supported yet")]
     RateLimiter(String),
     #[error("iface_id {0:?} is used by more than one network interface")]
@@ -62,9 +64,32 @@ impl VmConfig {
             .as_ref()
             .ok_or(ConfigError::MissingBootSource)?;
         validate_boot_source(boot)?;
+        self.refuse_unsupported_sections()?;
         self.machine_config.validate()?;
         validate_drives(&self.drives)?;
         validate_network_interfaces(&self.network_interfaces)
+    }
+}
+
+impl VmConfig {
+    fn refuse_unsupported_sections(&self) -> Result<(), ConfigError> {
+        let sections = [
+            ("balloon", &self.balloon),
+            ("cpu-config", &self.cpu_config),
+            ("mmds-config", &self.mmds_config),
+            ("vsock", &self.vsock),
+            ("entropy", &self.entropy),
+            ("memory-hotplug", &self.memory_hotplug),
+        ];
+        for (name, section) in sections {
+            if section.as_ref().is_some_and(|value| !value.is_null()) {
+                return Err(ConfigError::Unsupported(name));
+            }
+        }
+        if !self.pmem.is_empty() {
+            return Err(ConfigError::Unsupported("pmem"));
+        }
+        Ok(())
     }
 }
 
@@ -288,8 +313,8 @@ mod tests {
         let err = VmConfig::from_json(r#"{"boot-source": {"kernel_image_path": "/k", "x": 1}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("unknown field `x`"), "{err}");
-        let err = VmConfig::from_json(r#"{"vsock": {}}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown field `vsock`"), "{err}");
+        let err = VmConfig::from_json(r#"{"sound": {}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `sound`"), "{err}");
     }
 
     #[test]
@@ -470,6 +495,26 @@ mod tests {
             config.validate(),
             Err(ConfigError::BadHostDevName(..))
         ));
+    }
+
+    #[test]
+    fn firecracker_sections_show_as_null_and_are_refused_when_set() {
+        let json = serde_json::to_value(minimal()).unwrap();
+        for key in [
+            "balloon",
+            "cpu-config",
+            "mmds-config",
+            "vsock",
+            "entropy",
+            "metrics",
+        ] {
+            assert_eq!(json[key], serde_json::Value::Null, "{key}");
+        }
+        assert_eq!(json["pmem"], serde_json::json!([]));
+        let mut config = VmConfig::from_json(&json.to_string()).unwrap();
+        assert_eq!(config.validate(), Ok(()));
+        config.vsock = Some(serde_json::json!({"guest_cid": 3, "uds_path": "/v.sock"}));
+        assert_eq!(config.validate(), Err(ConfigError::Unsupported("vsock")));
     }
 
     #[test]
