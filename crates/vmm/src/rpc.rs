@@ -218,7 +218,7 @@ pub enum VmmData {
     /// The action was carried out and has nothing to report (HTTP 204).
     Empty,
     MachineConfig(MachineConfig),
-    VmConfig(VmConfig),
+    VmConfig(Box<VmConfig>),
     InstanceInfo(InstanceInfo),
     /// The VMM's version, e.g. "0.1.0".
     Version(String),

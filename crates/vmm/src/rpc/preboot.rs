@@ -39,7 +39,7 @@ impl PrebootConfigurator {
                     self.config.machine_config.clone(),
                 )))
             }
-            GetVmConfig => return Some(Ok(VmmData::VmConfig(self.config.clone()))),
+            GetVmConfig => return Some(Ok(VmmData::VmConfig(Box::new(self.config.clone())))),
             ConfigureBootSource(boot) => self.set_boot_source(boot),
             PutMachineConfig(machine) => self.set_machine_config(machine),
             PatchMachineConfig(update) => self.patch_machine_config(update),

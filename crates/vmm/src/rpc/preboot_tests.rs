@@ -271,7 +271,7 @@ fn start_needs_a_kernel_and_returns_the_config() {
     let config = cfg.config_for_start().unwrap();
     assert_eq!(config.drives.len(), 1);
     let got = apply(&mut cfg, GetVmConfig).unwrap();
-    assert_eq!(got, VmmData::VmConfig(config));
+    assert_eq!(got, VmmData::VmConfig(Box::new(config)));
 }
 
 #[test]
