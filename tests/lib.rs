@@ -19,6 +19,7 @@
 //! reboots. [`GuestReport::parse`] reads all of that from console output.
 
 pub mod ember;
+pub mod hostile;
 
 use std::ffi::OsStr;
 use std::fmt;
