@@ -7,6 +7,7 @@ pub mod controller;
 pub mod devices;
 pub mod event_loop;
 pub mod loader;
+pub mod logger;
 pub mod metrics;
 pub mod microvm;
 pub mod rpc;

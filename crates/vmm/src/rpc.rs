@@ -8,7 +8,7 @@
 mod preboot;
 
 use crate::config::{
-    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, MetricsConfig,
+    BootSourceConfig, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
     NetworkInterfaceConfig, VmConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,8 @@ pub enum VmmAction {
     FlushMetrics,
     /// `PUT /metrics`: where `FlushMetrics` writes.
     ConfigureMetrics(MetricsConfig),
+    /// `PUT /logger`: change where and what the log writes, before or after boot.
+    ConfigureLogger(LoggerConfig),
     /// `PATCH /vm` `Paused`.
     Pause,
     /// `PATCH /vm` `Resumed`.
@@ -91,9 +93,8 @@ impl VmmAction {
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 ActionPhase::PostBootOnly
             }
-            GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion | FlushMetrics => {
-                ActionPhase::Any
-            }
+            GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion | FlushMetrics
+            | ConfigureLogger(_) => ActionPhase::Any,
         }
     }
 
@@ -230,6 +231,8 @@ pub enum VmmActionError {
     MetricsAlreadyConfigured,
     #[error("The metrics system is not initialized: configure it with PUT /metrics first.")]
     MetricsNotConfigured,
+    #[error("Cannot configure the logger: {0}")]
+    Logger(String),
     #[error("Cannot use the metrics file {path}: {reason}")]
     MetricsFile { path: String, reason: String },
     /// Starting the VM failed; the text says where.
