@@ -17,6 +17,8 @@
 mod connection;
 mod handler;
 mod http;
+#[cfg(test)]
+mod openapi_tests;
 mod router;
 mod server;
 #[cfg(test)]

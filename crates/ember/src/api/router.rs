@@ -6,7 +6,7 @@ use vmm::config::{DriveConfig, NetworkInterfaceConfig};
 use vmm::rpc::{DriveUpdate, MachineConfigUpdate, NetworkInterfaceUpdate, VmmAction};
 
 /// Firecracker resources Ember does not serve.
-const UNSUPPORTED: &[&str] = &[
+pub const UNSUPPORTED: &[&str] = &[
     "balloon",
     "cpu-config",
     "entropy",
