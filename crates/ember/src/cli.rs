@@ -237,6 +237,8 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     vmm::logger::init(&args.id, &logger_flags(&args)?).map_err(|e| e.to_string())?;
     let seccomp = seccomp_filters(&args)?;
     let config = read_config_file(args.config_file.as_deref())?;
+    // Once the log is where the flags and the config file put it, so it shows there.
+    log::info!("Running Ember v{}", vmm::rpc::VMM_VERSION);
     if let Some(limit) = args.mmds_size_limit {
         log::debug!("--mmds-size-limit {limit}: ignored, Ember has no MMDS");
     }
