@@ -24,11 +24,8 @@ pub fn fault_message(body: &str) -> String {
 pub fn make_fifo(path: &Path) -> PathBuf {
     let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
-    assert_eq!(
-        unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) },
-        0,
-        "mkfifo {path:?}"
-    );
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo {path:?}");
     path.to_path_buf()
 }
 

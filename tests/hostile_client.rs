@@ -150,6 +150,12 @@ fn files_of_every_kind_are_refused_at_once_or_accepted() {
     let flush = json!({"action_type": "FlushMetrics"});
     let (status, _) = put_within(&socket, "/actions", &flush, limit);
     assert_eq!(status, 204);
+    // So is a log, and a FIFO nobody reads costs log lines, never a stuck thread.
+    let logger = json!({"log_path": fifo, "level": "Debug"});
+    assert_eq!(put_within(&socket, "/logger", &logger, limit).0, 204);
+    for _ in 0..200 {
+        assert_eq!(api_request(&socket, "GET", "/machine-config", None).0, 200);
+    }
     assert_alive_and_quick(&mut ember, &socket);
 }
 

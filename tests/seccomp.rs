@@ -138,6 +138,8 @@ fn every_thread_runs_under_its_filter_while_a_guest_runs() {
         "ember {} after SIGTERM; output:\n{console}",
         describe(status)
     );
+    // Removed by the VMM thread, under its filter, after the VM ended.
+    assert!(!socket.exists(), "the API socket is left after SIGTERM");
 }
 
 /// Runs the debug ember with the hook set to `thread`; returns how it ended and its output.

@@ -2,7 +2,6 @@
 //! Firecracker-compatible REST API on a Unix socket.
 
 mod cli;
-mod logger;
 
 use clap::Parser;
 use ember::api;

@@ -6,8 +6,8 @@
 
 use crate::builder::{build_microvm, BuildOptions};
 use crate::config::MetricsConfig;
-use crate::event_loop::{VmExit, VmmEventManager};
-use crate::metrics::{MetricsSink, VmmCounters};
+use crate::event_loop::{SignalWatcher, VmExit, VmmEventManager};
+use crate::metrics::{MetricsSink, StartupTimes, VmmCounters};
 use crate::microvm::{MicroVm, VmState};
 use crate::rpc::{
     ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmActionError,
@@ -42,6 +42,7 @@ pub struct VmmController {
     requests: Option<Receiver<ApiRequest>>,
     metrics: Option<MetricsSink>,
     counters: VmmCounters,
+    signals: Option<Arc<Mutex<SignalWatcher>>>,
 }
 
 impl VmmController {
@@ -54,7 +55,25 @@ impl VmmController {
             requests: None,
             metrics: None,
             counters: VmmCounters::default(),
+            signals: None,
         }
+    }
+
+    /// Records how long start-up took (see [`StartupTimes`]) for the metrics.
+    pub fn set_startup_times(&mut self, times: StartupTimes) {
+        self.counters.startup = times;
+    }
+
+    /// Makes SIGTERM and SIGINT end [`VmmController::run`] (exit code 0) whether or not a VM
+    /// runs. Call it before the API socket exists, so no signal can leave the socket behind.
+    pub fn watch_stop_signals(
+        &mut self,
+        event_manager: &mut VmmEventManager,
+    ) -> std::io::Result<()> {
+        let watcher = Arc::new(Mutex::new(SignalWatcher::install()?));
+        event_manager.add_subscriber(watcher.clone());
+        self.signals = Some(watcher);
+        Ok(())
     }
 
     /// Serves requests from `requests`; `wake` is written by the API thread after each send.
@@ -93,6 +112,9 @@ impl VmmController {
             .map(MicroVm::device_metrics)
             .unwrap_or_default();
         sections.insert("vmm".into(), self.counters.to_json());
+        if let Some(startup) = self.counters.startup.to_json() {
+            sections.insert("api_server".into(), startup);
+        }
         sink.write_line(sections)
             .map_err(|e| VmmActionError::Internal(format!("Cannot write metrics: {e}")))
     }
@@ -109,26 +131,43 @@ impl VmmController {
         Ok(())
     }
 
-    /// Runs the loop until the VM ends (or, before boot, until the API goes away).
+    /// Runs the loop until the VM ends, a stop signal arrives, or (before boot) the API
+    /// goes away.
     pub fn run(&mut self, event_manager: &mut VmmEventManager) -> VmExit {
         loop {
-            if let Some(microvm) = &mut self.microvm {
-                if let Some(exit) = microvm.exit() {
-                    microvm.park_vcpus();
-                    microvm.flush_console();
-                    if self.metrics.is_some() {
-                        if let Err(e) = self.flush_metrics() {
-                            log::warn!("{e}");
-                        }
-                    }
-                    return exit;
-                }
+            if let Some(exit) = self.pending_exit() {
+                self.wind_down();
+                return exit;
             }
             if let Err(e) = event_manager.run() {
                 return VmExit::Error(format!("event loop failed: {e:?}"));
             }
             if let Err(exit) = self.serve_requests(event_manager) {
                 return exit;
+            }
+        }
+    }
+
+    /// Why the loop must end, if it must: the VM's own end first, then a stop signal.
+    fn pending_exit(&self) -> Option<VmExit> {
+        let vm_exit = self.microvm.as_ref().and_then(MicroVm::exit);
+        vm_exit.or_else(|| {
+            let signals = self.signals.as_ref()?;
+            let watcher = signals.lock().unwrap_or_else(|p| p.into_inner());
+            watcher.exit.clone()
+        })
+    }
+
+    /// Leaves the VM (if any) with no vCPU in the guest and its console flushed, and writes
+    /// the last metrics line.
+    fn wind_down(&mut self) {
+        if let Some(microvm) = &mut self.microvm {
+            microvm.park_vcpus();
+            microvm.flush_console();
+        }
+        if self.metrics.is_some() {
+            if let Err(e) = self.flush_metrics() {
+                log::warn!("{e}");
             }
         }
     }
@@ -207,6 +246,9 @@ impl VmmController {
                     .unwrap_or(Ok(VmmData::Empty))
             }
             VmmAction::StartInstance => self.start(event_manager).map(|()| VmmData::Empty),
+            VmmAction::ConfigureLogger(config) => crate::logger::update(&config)
+                .map(|()| VmmData::Empty)
+                .map_err(|e| VmmActionError::Logger(e.to_string())),
             VmmAction::Pause
             | VmmAction::Resume
             | VmmAction::SendCtrlAltDel

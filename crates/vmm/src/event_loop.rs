@@ -21,8 +21,8 @@ pub type VmmEventManager = EventManager<Subscriber>;
 pub enum VmExit {
     /// The guest rebooted or powered off.
     GuestShutdown,
-    /// The host asked Ember to stop (SIGTERM).
-    Terminated,
+    /// The host asked Ember to stop with this signal (SIGTERM or SIGINT).
+    Terminated(i32),
     /// The guest crashed its CPU (triple fault).
     TripleFault,
     /// A vCPU or the VMM failed.
@@ -33,7 +33,7 @@ impl VmExit {
     /// The process exit code: 0 for a clean end, non-zero otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmExit::GuestShutdown | VmExit::Terminated => 0,
+            VmExit::GuestShutdown | VmExit::Terminated(_) => 0,
             VmExit::TripleFault => 2,
             VmExit::Error(_) => 1,
         }
@@ -44,32 +44,38 @@ impl std::fmt::Display for VmExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VmExit::GuestShutdown => write!(f, "the guest shut down"),
-            VmExit::Terminated => write!(f, "stopped by SIGTERM"),
+            VmExit::Terminated(signal) => write!(f, "stopped by {}", signal_name(*signal)),
             VmExit::TripleFault => write!(f, "the guest triple-faulted (KVM_EXIT_SHUTDOWN)"),
             VmExit::Error(reason) => write!(f, "{reason}"),
         }
     }
 }
 
-/// Watches everything that ends the VM: guest reset (i8042), vCPU stops, SIGTERM.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Watches everything in the guest that ends the VM: guest reset (i8042), vCPU stops. Stop
+/// signals are watched by [`SignalWatcher`], which exists before any VM does.
 pub struct StopWatcher {
     pub reset: ResetRequest,
     pub vcpu_stopped: EventFd,
     pub vcpu_stops: Receiver<(u8, VcpuStop)>,
-    pub terminate: EventFd,
     pub exit: Option<VmExit>,
 }
 
 const RESET: u32 = 0;
 const VCPU_STOPPED: u32 = 1;
-const TERMINATE: u32 = 2;
 
 impl MutEventSubscriber for StopWatcher {
     fn init(&mut self, ops: &mut EventOps) {
         for (fd, data) in [
             (self.reset.event(), RESET),
             (&self.vcpu_stopped, VCPU_STOPPED),
-            (&self.terminate, TERMINATE),
         ] {
             if let Err(e) = ops.add(Events::with_data(fd, data, EventSet::IN)) {
                 self.exit = Some(VmExit::Error(format!("cannot watch stop events: {e:?}")));
@@ -82,10 +88,6 @@ impl MutEventSubscriber for StopWatcher {
             RESET => {
                 let _ = self.reset.event().read();
                 VmExit::GuestShutdown
-            }
-            TERMINATE => {
-                let _ = self.terminate.read();
-                VmExit::Terminated
             }
             _ => {
                 let _ = self.vcpu_stopped.read();
@@ -148,19 +150,50 @@ impl MutEventSubscriber for ConsoleInput {
     }
 }
 
-/// The fd SIGTERM's handler writes to; -1 until a handler is installed.
-static TERMINATE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The fd the stop signals' handler writes to; -1 until it is installed.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+/// The first stop signal caught; 0 until one is.
+static CAUGHT_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_sigterm(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    let fd = TERMINATE_FD.load(Ordering::Relaxed);
+extern "C" fn on_stop_signal(signal: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // The first signal names the exit; a second one (an impatient Ctrl-C) changes nothing.
+    let _ = CAUGHT_SIGNAL.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
     let one: u64 = 1;
     // SAFETY: write(2) is async-signal-safe; `one` is a valid 8-byte buffer for the call.
     unsafe { libc::write(fd, std::ptr::addr_of!(one).cast(), 8) };
 }
 
-/// Makes SIGTERM write to `terminate`, so the loop stops the VM cleanly.
-pub fn install_sigterm_handler(terminate: &EventFd) -> std::io::Result<()> {
-    TERMINATE_FD.store(terminate.as_raw_fd(), Ordering::Relaxed);
-    vmm_sys_util::signal::register_signal_handler(libc::SIGTERM, on_sigterm)
-        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+/// Ends the VMM loop on SIGTERM or SIGINT in every state, booted or not, so that Ember exits
+/// 0 and removes its API socket instead of being killed by the signal.
+pub struct SignalWatcher {
+    event: EventFd,
+    pub exit: Option<VmExit>,
+}
+
+impl SignalWatcher {
+    /// Makes SIGTERM and SIGINT write to a new eventfd this watcher reads.
+    pub fn install() -> std::io::Result<Self> {
+        let event = EventFd::new(libc::EFD_NONBLOCK)?;
+        SIGNAL_FD.store(event.as_raw_fd(), Ordering::Relaxed);
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            vmm_sys_util::signal::register_signal_handler(signal, on_stop_signal)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        }
+        Ok(SignalWatcher { event, exit: None })
+    }
+}
+
+impl MutEventSubscriber for SignalWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.event, EventSet::IN)) {
+            self.exit = Some(VmExit::Error(format!("cannot watch stop signals: {e:?}")));
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.event.read();
+        let signal = CAUGHT_SIGNAL.load(Ordering::Relaxed);
+        self.exit.get_or_insert(VmExit::Terminated(signal));
+    }
 }

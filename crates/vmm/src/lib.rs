@@ -8,6 +8,7 @@ pub mod devices;
 pub mod event_loop;
 pub mod host_file;
 pub mod loader;
+pub mod logger;
 pub mod metrics;
 pub mod microvm;
 pub mod rpc;

@@ -50,6 +50,8 @@ pub struct VmmCounters {
     pub started: Instant,
     pub api_requests: AtomicU64,
     pub api_failures: AtomicU64,
+    /// How long Ember took to start, when its launcher said when it began.
+    pub startup: StartupTimes,
 }
 
 impl Default for VmmCounters {
@@ -58,8 +60,53 @@ impl Default for VmmCounters {
             started: Instant::now(),
             api_requests: AtomicU64::new(0),
             api_failures: AtomicU64::new(0),
+            startup: StartupTimes::default(),
         }
     }
+}
+
+/// Firecracker's `api_server` start-up metrics. A launcher (Firecracker's jailer, say)
+/// passes the monotonic clock and its CPU clock from when it began (`--start-time-us`,
+/// `--start-time-cpu-us`, and `--parent-cpu-time-us` for CPU time its parent spent);
+/// measured once, when the API is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartupTimes {
+    pub process_startup_time_us: Option<u64>,
+    pub process_startup_time_cpu_us: Option<u64>,
+}
+
+impl StartupTimes {
+    /// The times from the launcher's stamps until now.
+    pub fn measure(start_us: Option<u64>, start_cpu_us: Option<u64>, parent_cpu_us: u64) -> Self {
+        let cpu_now = clock_us(libc::CLOCK_PROCESS_CPUTIME_ID) + parent_cpu_us;
+        StartupTimes {
+            process_startup_time_us: start_us
+                .map(|start| clock_us(libc::CLOCK_MONOTONIC).saturating_sub(start)),
+            process_startup_time_cpu_us: start_cpu_us.map(|start| cpu_now.saturating_sub(start)),
+        }
+    }
+
+    /// The `api_server` section, when a start time was given.
+    pub fn to_json(&self) -> Option<Value> {
+        if *self == StartupTimes::default() {
+            return None;
+        }
+        Some(json!({
+            "process_startup_time_us": self.process_startup_time_us.unwrap_or(0),
+            "process_startup_time_cpu_us": self.process_startup_time_cpu_us.unwrap_or(0),
+        }))
+    }
+}
+
+/// `clock` in microseconds.
+fn clock_us(clock: libc::clockid_t) -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill; the clocks passed exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
 }
 
 impl VmmCounters {
@@ -94,5 +141,16 @@ mod tests {
         assert_eq!(lines[0]["id"], "vm7");
         assert!(lines[1]["utc_timestamp_ms"].as_u64().unwrap() > 0);
         assert_eq!(lines[1]["vmm"]["api_requests"], 0);
+    }
+
+    #[test]
+    fn startup_times_count_from_the_launchers_stamps() {
+        assert_eq!(StartupTimes::measure(None, None, 5).to_json(), None);
+        let now = clock_us(libc::CLOCK_MONOTONIC);
+        let times = StartupTimes::measure(Some(now - 1_000), Some(0), 7);
+        assert!(times.process_startup_time_us.unwrap() >= 1_000);
+        assert!(times.process_startup_time_cpu_us.unwrap() >= 7);
+        let json = times.to_json().unwrap();
+        assert!(json["process_startup_time_us"].as_u64().unwrap() >= 1_000);
     }
 }

@@ -8,7 +8,7 @@
 mod preboot;
 
 use crate::config::{
-    BootSourceConfig, ConfigError, DriveConfig, MachineConfig, MetricsConfig,
+    BootSourceConfig, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
     NetworkInterfaceConfig, VmConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,8 @@ pub enum VmmAction {
     FlushMetrics,
     /// `PUT /metrics`: where `FlushMetrics` writes.
     ConfigureMetrics(MetricsConfig),
+    /// `PUT /logger`: change where and what the log writes, before or after boot.
+    ConfigureLogger(LoggerConfig),
     /// `PATCH /vm` `Paused`.
     Pause,
     /// `PATCH /vm` `Resumed`.
@@ -91,9 +93,8 @@ impl VmmAction {
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 ActionPhase::PostBootOnly
             }
-            GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion | FlushMetrics => {
-                ActionPhase::Any
-            }
+            GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion | FlushMetrics
+            | ConfigureLogger(_) => ActionPhase::Any,
         }
     }
 
@@ -108,6 +109,7 @@ impl VmmAction {
                 Some(Resource::NetworkInterface)
             }
             ConfigureMetrics(_) | FlushMetrics => Some(Resource::Metrics),
+            ConfigureLogger(_) => Some(Resource::Logger),
             StartInstance => Some(Resource::StartMicrovm),
             SendCtrlAltDel | Pause | Resume => None,
             GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion => None,
@@ -233,6 +235,7 @@ pub enum Resource {
     Drive,
     NetworkInterface,
     Metrics,
+    Logger,
     StartMicrovm,
 }
 
@@ -244,6 +247,7 @@ impl std::fmt::Display for Resource {
             Resource::Drive => "Drive config error",
             Resource::NetworkInterface => "Network config error",
             Resource::Metrics => "Metrics error",
+            Resource::Logger => "Logger error",
             Resource::StartMicrovm => "Start microvm error",
         })
     }
@@ -282,6 +286,8 @@ pub enum VmmActionError {
     MetricsAlreadyConfigured,
     #[error("The metrics system is not initialized: configure it with PUT /metrics first.")]
     MetricsNotConfigured,
+    #[error("Cannot configure the logger: {0}")]
+    Logger(String),
     #[error("Cannot initialize the metrics system due to bad user input: {path}: {reason}")]
     MetricsFile { path: String, reason: String },
     /// Starting the VM failed; the text says where.

@@ -2,8 +2,10 @@
 //! into bytes. Only `Content-Length` bodies are accepted.
 
 use httparse::Status;
+use std::cell::Cell;
 
-/// The largest body accepted, as in Firecracker (`--http-api-max-payload-size` default).
+/// The largest body accepted unless `--http-api-max-payload-size` says otherwise (as in
+/// Firecracker).
 pub const MAX_PAYLOAD_BYTES: usize = 51_200;
 /// The largest request line plus headers accepted.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -22,11 +24,8 @@ pub enum HttpError {
     ContentLengthOverflow(String),
     #[error("The request has conflicting Content-Length headers: {0} and {1}.")]
     ConflictingContentLength(usize, usize),
-    #[error(
-        "Request payload with size {0} is larger than the limit of {MAX_PAYLOAD_BYTES} \
-         allowed by server."
-    )]
-    PayloadTooLarge(usize),
+    #[error("Request payload with size {0} is larger than the limit of {1} allowed by server.")]
+    PayloadTooLarge(usize, usize),
     #[error("Transfer-Encoding is not supported: send the body with a Content-Length.")]
     TransferEncoding,
     #[error("The request path {0:?} is not valid.")]
@@ -53,8 +52,25 @@ pub enum Parsed {
     Complete(Request, usize),
 }
 
-/// Frames the first request in `buf`.
+thread_local! {
+    /// The body limit of the server running on this thread. Kept per thread, not passed by
+    /// the connection code, so that code stays as it is: the API thread sets it once, before
+    /// it serves, from `--http-api-max-payload-size`.
+    static MAX_PAYLOAD: Cell<usize> = const { Cell::new(MAX_PAYLOAD_BYTES) };
+}
+
+/// Makes [`parse_request`] on this thread accept bodies of up to `bytes`.
+pub fn set_max_payload(bytes: usize) {
+    MAX_PAYLOAD.with(|max| max.set(bytes));
+}
+
+/// Frames the first request in `buf`, with this thread's body limit.
 pub fn parse_request(buf: &[u8]) -> Result<Parsed, HttpError> {
+    parse_request_limited(buf, MAX_PAYLOAD.with(Cell::get))
+}
+
+/// Frames the first request in `buf`; a body over `max_payload` bytes is refused.
+pub fn parse_request_limited(buf: &[u8], max_payload: usize) -> Result<Parsed, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf).map_err(HttpError::Malformed)? {
@@ -68,7 +84,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed, HttpError> {
             })
         }
     };
-    let head = Head::read(&req)?;
+    let head = Head::read(&req, max_payload)?;
     let total = head_len + head.content_length;
     if buf.len() < total {
         let expects_continue = head.expects_continue;
@@ -91,7 +107,7 @@ struct Head {
 }
 
 impl Head {
-    fn read(req: &httparse::Request) -> Result<Head, HttpError> {
+    fn read(req: &httparse::Request, max_payload: usize) -> Result<Head, HttpError> {
         let mut head = Head {
             content_length: 0,
             keep_alive: req.version == Some(1),
@@ -104,7 +120,7 @@ impl Head {
             match header.name.to_ascii_lowercase().as_str() {
                 "content-length" => {
                     // Two different lengths make the framing ambiguous (RFC 9112 6.3).
-                    let len = content_length(value)?;
+                    let len = content_length(value, max_payload)?;
                     match seen_length.replace(len) {
                         Some(prev) if prev != len => {
                             return Err(HttpError::ConflictingContentLength(prev, len))
@@ -124,14 +140,14 @@ impl Head {
     }
 }
 
-fn content_length(value: &str) -> Result<usize, HttpError> {
+fn content_length(value: &str, max_payload: usize) -> Result<usize, HttpError> {
     let bad = || HttpError::BadContentLength(value.to_string());
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     match value.parse::<usize>() {
-        Ok(len) if len <= MAX_PAYLOAD_BYTES => Ok(len),
-        Ok(len) => Err(HttpError::PayloadTooLarge(len)),
+        Ok(len) if len <= max_payload => Ok(len),
+        Ok(len) => Err(HttpError::PayloadTooLarge(len, max_payload)),
         Err(_) => Err(HttpError::ContentLengthOverflow(value.to_string())),
     }
 }
@@ -270,7 +286,7 @@ mod tests {
         let cases: [(&[u8], HttpError); 5] = [
             (
                 b"GET / HTTP/1.1\r\nContent-Length: 51201\r\n\r\n",
-                HttpError::PayloadTooLarge(51_201),
+                HttpError::PayloadTooLarge(51_201, MAX_PAYLOAD_BYTES),
             ),
             (
                 b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
@@ -312,6 +328,28 @@ mod tests {
         assert_eq!(
             parse_request(long_header.as_bytes()),
             Err(HttpError::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn the_payload_limit_is_the_servers() {
+        let wire = b"PUT /x HTTP/1.1\r\nContent-Length: 11\r\n\r\n{\"abc\": 12}";
+        assert!(matches!(parse_request(wire), Ok(Parsed::Complete(..))));
+        assert_eq!(
+            parse_request_limited(wire, 10),
+            Err(HttpError::PayloadTooLarge(11, 10))
+        );
+        // A thread's own limit, as the API thread sets it.
+        std::thread::spawn(move || {
+            set_max_payload(10);
+            assert_eq!(parse_request(wire), Err(HttpError::PayloadTooLarge(11, 10)));
+        })
+        .join()
+        .unwrap();
+        let message = HttpError::PayloadTooLarge(11, 10).to_string();
+        assert_eq!(
+            message,
+            "Request payload with size 11 is larger than the limit of 10 allowed by server."
         );
     }
 

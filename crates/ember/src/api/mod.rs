@@ -17,6 +17,8 @@
 mod connection;
 mod handler;
 mod http;
+#[cfg(test)]
+mod openapi_tests;
 mod router;
 mod server;
 #[cfg(test)]
@@ -62,6 +64,7 @@ pub enum ApiError {
 #[derive(Debug)]
 pub struct ApiServer {
     listener: UnixListener,
+    max_payload: usize,
 }
 
 impl ApiServer {
@@ -72,7 +75,16 @@ impl ApiServer {
         let listener = UnixListener::bind(&path).map_err(|e| ApiError::Bind(path.clone(), e))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .map_err(|e| ApiError::Permissions(path.clone(), e))?;
-        Ok(ApiServer { listener })
+        Ok(ApiServer {
+            listener,
+            max_payload: http::MAX_PAYLOAD_BYTES,
+        })
+    }
+
+    /// Accepts request bodies of up to `bytes` (`--http-api-max-payload-size`).
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
     }
 
     /// Serves the API on a new thread named `ember-api` until the VMM thread drops its
@@ -107,6 +119,7 @@ impl ApiServer {
     /// Serves the API on the calling thread (what [`ApiServer::spawn`] runs).
     pub fn run(self, to_vmm: Sender<ApiRequest>, wake: EventFd) -> Result<(), ApiError> {
         let handler = handler::Handler::new(to_vmm, wake);
+        http::set_max_payload(self.max_payload);
         server::Server::new(self.listener, handler)?.run()
     }
 }

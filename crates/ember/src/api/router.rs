@@ -6,12 +6,11 @@ use vmm::config::{DriveConfig, NetworkInterfaceConfig};
 use vmm::rpc::{DriveUpdate, MachineConfigUpdate, NetworkInterfaceUpdate, VmmAction};
 
 /// Firecracker resources Ember does not serve.
-const UNSUPPORTED: &[&str] = &[
+pub const UNSUPPORTED: &[&str] = &[
     "balloon",
     "cpu-config",
     "entropy",
     "hotplug",
-    "logger",
     "mmds",
     "pmem",
     "serial",
@@ -102,6 +101,7 @@ fn route_put(tokens: &[&str], body: &[u8]) -> Result<Option<VmmAction>, RouteErr
         ["boot-source"] => VmmAction::ConfigureBootSource(json(body)?),
         ["machine-config"] => VmmAction::PutMachineConfig(json(body)?),
         ["metrics"] => VmmAction::ConfigureMetrics(json(body)?),
+        ["logger"] => VmmAction::ConfigureLogger(json(body)?),
         ["drives"] | ["network-interfaces"] => return Err(RouteError::EmptyId),
         ["drives", id] => VmmAction::InsertDrive(with_id(id, body, |d: &DriveConfig| &d.drive_id)?),
         ["network-interfaces", id] => {
@@ -194,6 +194,19 @@ mod tests {
     }
 
     #[test]
+    fn put_logger_configures_the_logger() {
+        let body = br#"{"level": "info", "show_level": true, "module": "vmm"}"#;
+        let VmmAction::ConfigureLogger(config) = route("PUT", "/logger", body).unwrap() else {
+            panic!("not routed to ConfigureLogger");
+        };
+        assert_eq!(config.level, Some(vmm::config::LogLevel::Info));
+        assert_eq!(config.show_level, Some(true));
+        assert_eq!(config.module.as_deref(), Some("vmm"));
+        assert!(fault("PUT", "/logger", r#"{"level": "Loud"}"#).contains("Loud"));
+        assert!(fault("PUT", "/logger", r#"{"path": "/x"}"#).contains("unknown field"));
+    }
+
+    #[test]
     fn gets_and_actions_map_to_vmm_actions() {
         let cases = [
             ("GET", "/", "", VmmAction::GetInstanceInfo),
@@ -274,7 +287,7 @@ mod tests {
 
     #[test]
     fn unimplemented_firecracker_resources_say_so() {
-        for path in ["/balloon", "/snapshot/create", "/mmds", "/vsock", "/logger"] {
+        for path in ["/balloon", "/snapshot/create", "/mmds", "/vsock"] {
             let message = fault("PUT", path, "{}");
             assert_eq!(message, format!("{path} is not supported by Ember."));
         }

@@ -182,15 +182,10 @@ pub fn build_microvm(
         });
     }
 
-    let terminate = event_fd()?;
-    if let Err(e) = crate::event_loop::install_sigterm_handler(&terminate) {
-        log::warn!("SIGTERM will not stop the VM cleanly: {e}");
-    }
     let stop_watcher = Arc::new(Mutex::new(StopWatcher {
         reset: legacy.reset_request.clone(),
         vcpu_stopped,
         vcpu_stops: stop_receiver,
-        terminate,
         exit: None,
     }));
     event_manager.add_subscriber(stop_watcher.clone());

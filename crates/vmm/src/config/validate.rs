@@ -44,6 +44,8 @@ pub enum ConfigError {
     Unsupported(&'static str),
     #[error("{0}: rate limiters are not supported yet")]
     RateLimiter(String),
+    #[error("unknown log level {0:?}: use Error, Warning, Info, Debug, Trace or Off")]
+    LogLevel(String),
     #[error("iface_id {0:?} is used by more than one network interface")]
     DuplicateIfaceId(String),
     #[error("host_dev_name {0:?} is used by more than one network interface")]

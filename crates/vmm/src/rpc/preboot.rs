@@ -30,7 +30,8 @@ impl PrebootConfigurator {
     /// Serves `action` if it is about pre-boot configuration.
     ///
     /// Returns `None` for the actions the VMM thread serves itself (`StartInstance`,
-    /// `FlushMetrics`, `GetInstanceInfo`, `GetVersion`); post-boot-only actions are refused.
+    /// `FlushMetrics`, `GetInstanceInfo`, `GetVersion`, `ConfigureLogger`); post-boot-only
+    /// actions are refused.
     pub fn apply(&mut self, action: &VmmAction) -> Option<VmmResponse> {
         use VmmAction::*;
         let applied = match action {
@@ -49,7 +50,9 @@ impl PrebootConfigurator {
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 Err(VmmActionError::NotSupportedBeforeStart)
             }
-            StartInstance | FlushMetrics | GetInstanceInfo | GetVersion => return None,
+            StartInstance | FlushMetrics | GetInstanceInfo | GetVersion | ConfigureLogger(_) => {
+                return None
+            }
         };
         Some(
             applied
