@@ -3,6 +3,7 @@
 use ember_integration_tests::ember::{
     api_request, drive, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
 };
+use ember_integration_tests::hostile::{assert_alive_and_quick, stress_every_route};
 use ember_integration_tests::{ember_cmd_arg, guest_artifacts, require_kvm, TempDir};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -313,4 +314,33 @@ fn flush_metrics_writes_device_counters() {
         .lines()
         .count();
     assert_eq!(lines, 2, "a final line is written when the VM ends");
+}
+
+/// The hostile-client stress of `tests/hostile_client.rs` with a guest running: large and
+/// concurrent requests on every route must neither kill Ember (any thread's seccomp filter
+/// included) nor stop the guest.
+#[test]
+fn a_running_guest_survives_a_hostile_client() {
+    require_kvm();
+    let dir = TempDir::new("api-hostile");
+    let (mut ember, socket) = start_api(&dir);
+    configure_ticking_guest(&socket);
+    assert_eq!(
+        put(&socket, "/actions", json!({"action_type": "InstanceStart"})).0,
+        204
+    );
+    ember.wait_for("tick-3", BOOT_SECS);
+    let key = "a".repeat(16_000);
+    let echo = format!("{{\"{key}\":1}}");
+    assert_eq!(
+        api_request(&socket, "PUT", "/machine-config", Some(&echo)).0,
+        400
+    );
+    stress_every_route(&socket, dir.path(), 1);
+    assert_alive_and_quick(&mut ember, &socket);
+    let after = last_tick(&ember.console()).unwrap();
+    ember.wait_for(&format!("tick-{}", after + 3), 60);
+    ember.terminate();
+    let (status, console) = ember.wait(60);
+    assert!(status.success(), "{status}; console:\n{console}");
 }

@@ -5,8 +5,9 @@
 //! and a file must be of a kind its use can take before anything reads it. So every open
 //! here is non-blocking (`O_NONBLOCK`: a FIFO opens at once instead of waiting for its other
 //! end) and is followed by an `fstat` of the open file (not of the path, which could change
-//! in between) that checks the kind. `O_NONBLOCK` has no effect on regular files and block
-//! devices, so those are then used as usual.
+//! in between) that checks the kind. A regular file or block device is then switched back
+//! to blocking mode: `O_NONBLOCK` means nothing to them on a local file system, but a 9p
+//! mount (as in the KVM lab) answers their reads with `EAGAIN`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -128,6 +129,9 @@ pub fn open(
             wanted: allowed,
         });
     }
+    if matches!(kind, FileKind::Regular | FileKind::BlockDevice) {
+        set_blocking(&file, access).map_err(HostFileError::Stat)?;
+    }
     Ok((file, kind))
 }
 
@@ -141,12 +145,12 @@ pub fn open_regular(path: &Path) -> Result<File, HostFileError> {
 ///
 /// A FIFO is opened without waiting for a writer, then read in blocking mode: with a writer
 /// the read waits for its text, as the shell's process substitution needs; without one it
-/// ends at once with nothing read. Call only before the seccomp filters are on (`fcntl`).
+/// ends at once with nothing read.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, HostFileError> {
     const TEXT_KINDS: &[FileKind] = &[FileKind::Regular, FileKind::Fifo];
     let (file, kind) = open(path, Access::Read, TEXT_KINDS)?;
     if kind == FileKind::Fifo {
-        set_blocking(&file).map_err(HostFileError::Read)?;
+        set_blocking(&file, Access::Read).map_err(HostFileError::Read)?;
     }
     let mut bytes = Vec::new();
     (&file)
@@ -159,13 +163,16 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, HostFileError> {
     String::from_utf8(bytes).map_err(|_| HostFileError::NotText)
 }
 
-fn set_blocking(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: F_GETFL and F_SETFL on a descriptor this function's caller owns; no memory
-    // is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+/// Clears `O_NONBLOCK` of a file opened by [`open`] with `access`. F_SETFL sets only the
+/// status flags (`O_APPEND`, `O_NONBLOCK`, ...), so the new ones follow from `access`
+/// alone; no F_GETFL (one fcntl command fewer in the VMM thread's seccomp filter).
+fn set_blocking(file: &File, access: Access) -> io::Result<()> {
+    let flags = match access {
+        Access::Append => libc::O_APPEND,
+        Access::Read | Access::ReadWrite => 0,
+    };
+    // SAFETY: F_SETFL on a descriptor the caller owns; no memory is passed.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -195,6 +202,18 @@ mod tests {
             err.to_string(),
             "it is a named pipe (FIFO), not a regular file"
         );
+    }
+
+    #[test]
+    fn regular_files_are_left_in_blocking_mode() {
+        let file = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        for access in [Access::Read, Access::ReadWrite, Access::Append] {
+            let (opened, _) = open(file.as_path(), access, &[FileKind::Regular]).unwrap();
+            // SAFETY: F_GETFL on a descriptor owned here; no memory is passed.
+            let flags = unsafe { libc::fcntl(opened.as_raw_fd(), libc::F_GETFL) };
+            assert_eq!(flags & libc::O_NONBLOCK, 0, "{access:?}");
+            assert_eq!(flags & libc::O_APPEND != 0, access == Access::Append);
+        }
     }
 
     #[test]
