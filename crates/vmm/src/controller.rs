@@ -253,20 +253,24 @@ impl VmmController {
             | VmmAction::Resume
             | VmmAction::SendCtrlAltDel
             | VmmAction::PatchDrive(_)
-            | VmmAction::PatchNetworkInterface(_) => self.handle_runtime(action),
+            | VmmAction::PatchNetworkInterface(_) => self.handle_runtime(action, event_manager),
             other => self.preboot.apply(&other).unwrap_or(Ok(VmmData::Empty)),
         }
     }
 
-    fn handle_runtime(&mut self, action: VmmAction) -> VmmResponse {
+    fn handle_runtime(
+        &mut self,
+        action: VmmAction,
+        event_manager: &mut VmmEventManager,
+    ) -> VmmResponse {
         let microvm = self
             .microvm
             .as_mut()
             .ok_or(VmmActionError::NotSupportedBeforeStart)?;
         let internal = |e: crate::microvm::MicroVmError| VmmActionError::Internal(e.to_string());
         match action {
-            VmmAction::Pause => microvm.pause().map_err(internal)?,
-            VmmAction::Resume => microvm.resume().map_err(internal)?,
+            VmmAction::Pause => microvm.pause(event_manager).map_err(internal)?,
+            VmmAction::Resume => microvm.resume(event_manager).map_err(internal)?,
             VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del().map_err(internal)?,
             VmmAction::PatchDrive(update) => {
                 if update.rate_limiter.is_some() {

@@ -1,6 +1,7 @@
 //! The VMM thread's epoll loop (event-manager): what stops the VM, and console input.
 
 use crate::devices::legacy::{ResetRequest, SerialConsole};
+use crate::devices::Pausable;
 use crate::vstate::vcpu::VcpuStop;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber};
 use std::fs::File;
@@ -108,15 +109,52 @@ impl MutEventSubscriber for StopWatcher {
 
 /// Forwards host stdin to the guest's serial console, as fast as its FIFO drains.
 pub struct ConsoleInput {
-    pub stdin: RawFd,
-    pub serial: Arc<Mutex<SerialConsole<Stdout>>>,
+    stdin: RawFd,
+    serial: Arc<Mutex<SerialConsole<Stdout>>>,
+    /// Whether stdin is in the loop (it leaves at EOF, on a read error and on pause).
+    watching: bool,
+    /// Whether stdin ended or failed: a resume must not bring it back.
+    ended: bool,
+}
+
+impl ConsoleInput {
+    pub fn new(stdin: RawFd, serial: Arc<Mutex<SerialConsole<Stdout>>>) -> Self {
+        ConsoleInput {
+            stdin,
+            serial,
+            watching: false,
+            ended: false,
+        }
+    }
+
+    fn stop(&mut self, events: Events, ops: &mut EventOps) {
+        let _ = ops.remove(events);
+        self.watching = false;
+        self.ended = true;
+    }
+}
+
+impl Pausable for ConsoleInput {
+    fn pause(&mut self, ops: &mut EventOps) {
+        if self.watching {
+            let _ = ops.remove(Events::new_raw(self.stdin, EventSet::IN));
+            self.watching = false;
+        }
+    }
+
+    fn resume(&mut self, ops: &mut EventOps) {
+        if !self.ended && !self.watching {
+            self.init(ops);
+        }
+    }
 }
 
 impl MutEventSubscriber for ConsoleInput {
     fn init(&mut self, ops: &mut EventOps) {
         // Regular files and /dev/null cannot be polled; they simply give no console input.
-        if ops.add(Events::new_raw(self.stdin, EventSet::IN)).is_err() {
-            log::debug!("stdin cannot be polled: no console input");
+        match ops.add(Events::new_raw(self.stdin, EventSet::IN)) {
+            Ok(()) => self.watching = true,
+            Err(_) => log::debug!("stdin cannot be polled: no console input"),
         }
     }
 
@@ -126,10 +164,8 @@ impl MutEventSubscriber for ConsoleInput {
         // borrowed File from closing it.
         let mut stdin = ManuallyDrop::new(unsafe { File::from_raw_fd(self.stdin) });
         match stdin.read(&mut buffer) {
-            Ok(0) => {
-                // End of input: stop watching; the guest keeps running.
-                let _ = ops.remove(events);
-            }
+            // End of input: stop watching; the guest keeps running.
+            Ok(0) => self.stop(events, ops),
             Ok(read) => {
                 let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
                 let queued = serial.queue_input(&buffer[..read]);
@@ -144,7 +180,7 @@ impl MutEventSubscriber for ConsoleInput {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(e) => {
                 log::warn!("console input stopped: {e}");
-                let _ = ops.remove(events);
+                self.stop(events, ops);
             }
         }
     }

@@ -4,6 +4,7 @@ pub mod arch;
 pub mod builder;
 pub mod config;
 pub mod controller;
+pub mod device_manager;
 pub mod devices;
 pub mod event_loop;
 pub mod host_file;

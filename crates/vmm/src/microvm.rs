@@ -1,12 +1,12 @@
 //! A running microVM: its vCPU threads, the devices the VMM thread reaches, and how it ends.
 
-use crate::devices::legacy::{SerialConsole, I8042};
-use crate::devices::virtio::MmioTransport;
-use crate::event_loop::{StopWatcher, VmExit};
+use crate::device_manager::{lock, DeviceKind, DeviceManager, DeviceManagerError};
+use crate::devices::virtio::Block;
+use crate::event_loop::{StopWatcher, VmExit, VmmEventManager};
 use crate::vstate::vcpu::VcpuCommand;
 use crate::vstate::vm::Vm;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -18,29 +18,22 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the VM's end waits for each vCPU to leave the guest.
 const PARK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A block device with its drive id and counters.
-pub struct AttachedDrive {
-    pub id: String,
-    pub transport: Arc<Mutex<MmioTransport>>,
-    pub metrics: Arc<crate::devices::virtio::block::BlockMetrics>,
-}
-
 /// The VMM thread's end of one vCPU thread.
 pub struct VcpuHandle {
     pub thread: JoinHandle<()>,
     pub commands: Sender<VcpuCommand>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MicroVmError {
     #[error("vCPU {0} did not answer a {1:?} request")]
     VcpuUnresponsive(usize, VcpuCommand),
     #[error("the guest is not reading its keyboard: {0}")]
     Keyboard(String),
-    #[error("drive {0:?} does not exist")]
-    NoSuchDrive(String),
-    #[error("{0}")]
-    Drive(String),
+    #[error(transparent)]
+    Devices(#[from] DeviceManagerError),
+    #[error(transparent)]
+    Drive(#[from] crate::devices::virtio::BlockError),
 }
 
 /// Lifecycle state as the API reports it.
@@ -55,19 +48,8 @@ pub struct MicroVm {
     pub(crate) vcpus: Vec<VcpuHandle>,
     pub(crate) acks: Receiver<VcpuCommand>,
     pub(crate) stop_watcher: Arc<Mutex<StopWatcher>>,
-    pub(crate) serial: Arc<Mutex<SerialConsole<std::io::Stdout>>>,
-    pub(crate) i8042: Arc<Mutex<I8042>>,
+    pub(crate) devices: DeviceManager,
     pub(crate) state: VmState,
-    /// Block devices by drive id, for updates after boot.
-    pub(crate) drives: Vec<AttachedDrive>,
-    /// Network interface counters by iface id.
-    pub(crate) nets: Vec<crate::builder::AttachedNet>,
-}
-
-fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 extern "C" fn on_vcpu_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -85,12 +67,8 @@ impl MicroVm {
         &self.vm
     }
 
-    /// The virtio-mmio transport of the drive with `drive_id`.
-    pub fn drive(&self, drive_id: &str) -> Option<&Arc<Mutex<MmioTransport>>> {
-        self.drives
-            .iter()
-            .find(|drive| drive.id == drive_id)
-            .map(|drive| &drive.transport)
+    pub fn devices(&self) -> &DeviceManager {
+        &self.devices
     }
 
     pub fn state(&self) -> VmState {
@@ -103,17 +81,24 @@ impl MicroVm {
     }
 
     pub fn flush_console(&self) {
-        lock(&self.serial).flush();
+        if let Some(serial) = self.devices.serial() {
+            lock(serial).flush();
+        }
     }
 
-    /// Stops every vCPU at its next exit (kicking it out of the guest) and waits for it.
-    pub fn pause(&mut self) -> Result<(), MicroVmError> {
+    /// Stops the machine: every vCPU at its next exit (kicking it out of the guest), then
+    /// every device, so that nothing touches guest memory or raises an interrupt until
+    /// [`MicroVm::resume`].
+    pub fn pause(&mut self, event_manager: &mut VmmEventManager) -> Result<(), MicroVmError> {
         self.command_all(VcpuCommand::Pause)?;
+        self.devices.pause(event_manager)?;
         self.state = VmState::Paused;
         Ok(())
     }
 
-    pub fn resume(&mut self) -> Result<(), MicroVmError> {
+    /// Devices first, so that work that waited is in the guest's queues as it goes on.
+    pub fn resume(&mut self, event_manager: &mut VmmEventManager) -> Result<(), MicroVmError> {
+        self.devices.resume(event_manager)?;
         self.command_all(VcpuCommand::Resume)?;
         self.state = VmState::Running;
         Ok(())
@@ -170,43 +155,26 @@ impl MicroVm {
     /// Points drive `config.drive_id` at `config.path_on_host` and tells the guest its
     /// capacity may have changed.
     pub fn update_drive(&self, config: &crate::config::DriveConfig) -> Result<(), MicroVmError> {
-        let transport = self
-            .drive(&config.drive_id)
-            .ok_or_else(|| MicroVmError::NoSuchDrive(config.drive_id.clone()))?;
-        let mut transport = lock(transport);
-        let block = transport
-            .device_mut()
-            .as_any_mut()
-            .and_then(|device| device.downcast_mut::<crate::devices::virtio::Block>())
-            .ok_or_else(|| MicroVmError::NoSuchDrive(config.drive_id.clone()))?;
-        block
-            .update_backing_file(config)
-            .map_err(|e| MicroVmError::Drive(e.to_string()))?;
-        transport.notify_config_change();
+        let id = &config.drive_id;
+        self.devices
+            .with_device(DeviceKind::Block, id, |block: &mut Block| {
+                block.update_backing_file(config)
+            })??;
+        self.devices.notify_config_change(DeviceKind::Block, id)?;
         Ok(())
     }
 
     /// Device counters, by device kind then id, for a metrics line.
     pub fn device_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
-        let block: serde_json::Map<String, serde_json::Value> = self
-            .drives
-            .iter()
-            .map(|drive| (drive.id.clone(), drive.metrics.to_json()))
-            .collect();
-        let net: serde_json::Map<String, serde_json::Value> = self
-            .nets
-            .iter()
-            .map(|(id, metrics)| (id.clone(), metrics.to_json()))
-            .collect();
-        let mut sections = serde_json::Map::new();
-        sections.insert("block".into(), serde_json::Value::Object(block));
-        sections.insert("net".into(), serde_json::Value::Object(net));
-        sections
+        self.devices.metrics()
     }
 
     /// Types Ctrl-Alt-Del on the guest's keyboard.
     pub fn send_ctrl_alt_del(&self) -> Result<(), MicroVmError> {
-        lock(&self.i8042)
+        let Some(i8042) = self.devices.i8042() else {
+            return Err(MicroVmError::Keyboard("no i8042".into()));
+        };
+        lock(i8042)
             .send_ctrl_alt_del()
             .map_err(|e| MicroVmError::Keyboard(e.to_string()))
     }

@@ -7,14 +7,13 @@ use crate::arch::x86_64::cpuid::CpuTopology;
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::BootProtocol;
 use crate::config::{ConfigError, VmConfig};
-use crate::devices::bus::BusError;
+use crate::device_manager::{DeviceManager, DeviceManagerError, LegacyOptions, Wiring};
 use crate::devices::Bus;
-mod legacy;
 mod virtio;
 
-pub use virtio::{root_cmdline_arg, AttachedNet};
+pub use virtio::root_cmdline_arg;
 
-use crate::event_loop::{ConsoleInput, StopWatcher, VmmEventManager};
+use crate::event_loop::{StopWatcher, VmmEventManager};
 use crate::loader::{self, LoaderError};
 use crate::microvm::{MicroVm, VcpuHandle};
 use crate::seccomp::BpfProgram;
@@ -48,16 +47,14 @@ pub enum BuildError {
     Mptable(#[from] MptableError),
     #[error("{0}")]
     Vcpu(#[from] VcpuError),
-    #[error("cannot place a device: {0}")]
-    Bus(#[from] BusError),
+    #[error(transparent)]
+    Devices(#[from] DeviceManagerError),
     #[error("cannot get the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
     #[error("cannot start vCPU thread {index}: {source}")]
     SpawnVcpu { index: u8, source: std::io::Error },
-    #[error("cannot attach {0}: every IRQ line is in use")]
-    TooManyDevices(String),
     #[error("{0}")]
     Virtio(String),
 }
@@ -111,20 +108,23 @@ pub fn build_microvm(
 
     let mut pio_bus = Bus::new();
     let mut mmio_bus = Bus::new();
-    let legacy = legacy::attach_legacy_devices(&vm, &mut pio_bus, &mut mmio_bus, options)?;
-    let mut virtio = virtio::AttachedVirtio {
+    let mut devices = DeviceManager::new();
+    let mut wiring = Wiring {
         vm: &vm,
+        pio_bus: &mut pio_bus,
         mmio_bus: &mut mmio_bus,
         event_manager,
-        slots: virtio::VirtioSlots::default(),
-        cmdline_args: Vec::new(),
     };
-    let drives = virtio::attach_drives(&mut virtio, &config.drives)?;
-    // The transports live on in the MMIO bus and the event manager.
-    let nets = virtio::attach_network_interfaces(&mut virtio, &config.network_interfaces)?;
-    let device_args = virtio.cmdline_args;
+    let legacy = LegacyOptions {
+        boot_timer: options.boot_timer,
+        process_start: options.process_start,
+    };
+    let reset_request = devices.attach_legacy(&mut wiring, &legacy)?;
+    virtio::attach_drives(&mut devices, &mut wiring, &config.drives)?;
+    virtio::attach_network_interfaces(&mut devices, &mut wiring, &config.network_interfaces)?;
 
-    let cmdline = loader::build_cmdline(boot_source.boot_args_or_default(), &device_args)?;
+    let cmdline =
+        loader::build_cmdline(boot_source.boot_args_or_default(), devices.cmdline_args())?;
     let cmdline_size = loader::write_cmdline(&memory, &cmdline)?;
     let mem_size = (machine.mem_size_mib as u64) << 20;
     let info = BootInfo {
@@ -165,7 +165,7 @@ pub fn build_microvm(
             fd,
             mmio_bus: mmio_bus.clone(),
             pio_bus: pio_bus.clone(),
-            reset_request: legacy.reset_request.clone(),
+            reset_request: reset_request.clone(),
             commands: command_receiver,
             acks: ack_sender.clone(),
             stops: stop_sender.clone(),
@@ -183,27 +183,19 @@ pub fn build_microvm(
     }
 
     let stop_watcher = Arc::new(Mutex::new(StopWatcher {
-        reset: legacy.reset_request.clone(),
+        reset: reset_request,
         vcpu_stopped,
         vcpu_stops: stop_receiver,
         exit: None,
     }));
     event_manager.add_subscriber(stop_watcher.clone());
-    let console = ConsoleInput {
-        stdin: libc::STDIN_FILENO,
-        serial: legacy.serial.clone(),
-    };
-    event_manager.add_subscriber(Arc::new(Mutex::new(console)));
 
     Ok(MicroVm {
         vm,
         vcpus,
         acks: ack_receiver,
         stop_watcher,
-        serial: legacy.serial,
-        i8042: legacy.i8042,
+        devices,
         state: crate::microvm::VmState::Running,
-        drives,
-        nets,
     })
 }

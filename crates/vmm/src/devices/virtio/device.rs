@@ -1,48 +1,92 @@
 //! The interface between the virtio-mmio transport and a device backend (block, net, ...).
 
+use std::any::Any;
 use std::sync::Arc;
 
 use event_manager::{EventOps, Events};
 use virtio_queue::Queue;
 
+pub use super::core::{config_range, read_config_bytes, ActivateError, VirtioCore};
 use super::interrupt::Interrupt;
 use crate::vstate::memory::GuestMemory;
-
-/// Why a backend refused to start when the driver set DRIVER_OK.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivateError {
-    #[error("the device expects {expected} queues, the transport gave {got}")]
-    QueueCount { expected: usize, got: usize },
-    #[error("the device is already active")]
-    AlreadyActive,
-    #[error("the backend failed to start: {0}")]
-    Backend(String),
-}
 
 /// A virtio device backend driven by a transport.
 ///
 /// The transport owns the register window, feature negotiation, queue configuration and the
-/// queue eventfds; the backend owns the device-specific behaviour. Every method is called with
+/// queue eventfds; the backend owns the device-specific behaviour. What every device shares
+/// (type, queue sizes, features, config space, active queues) is its [`VirtioCore`]: the
+/// provided methods work on it and call the device's hooks, so a device implements only
+/// `core`, `core_mut`, `process_queue` and the hooks it needs. Every method is called with
 /// the transport's lock held, so a backend never sees two calls at once.
-pub trait VirtioDevice: Send {
+pub trait VirtioDevice: AsAny + Send {
+    fn core(&self) -> &VirtioCore;
+
+    fn core_mut(&mut self) -> &mut VirtioCore;
+
+    /// The guest notified queue `index`; only called while active. Returns true when work is
+    /// left over (a processing budget ran out) and the transport should call again later.
+    fn process_queue(&mut self, index: usize) -> bool;
+
+    /// Hook: the driver's features were recorded in the core (e.g. set TAP offloads).
+    fn features_acked(&mut self) {}
+
+    /// Hook: the core now holds the queues.
+    fn activated(&mut self) {}
+
+    /// Hook: the core dropped its queues and features; reset device-specific state.
+    fn reset_device(&mut self) {}
+
+    /// Writes device config space; the default ignores writes (read-only config).
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        log::warn!(
+            "{}: write of {} bytes to read-only config at {offset:#x} ignored",
+            self.core().name(),
+            data.len()
+        );
+    }
+
+    /// Registers backend-owned fds (a TAP, a timer) with the event loop. Called from the
+    /// transport's `MutEventSubscriber::init` and on resume; must not register the queue
+    /// eventfds.
+    fn init_events(&mut self, _ops: &mut EventOps) {}
+
+    /// Unregisters what `init_events` registered (on pause).
+    fn remove_events(&mut self, _ops: &mut EventOps) {}
+
+    /// An event on one of the fds registered in `init_events`.
+    fn process_event(&mut self, _events: Events, _ops: &mut EventOps) {}
+
+    /// Counters for metrics lines (JSON object), if the device keeps any.
+    fn metrics_json(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// The virtio device id (`virtio_ids::VIRTIO_ID_*`).
-    fn device_type(&self) -> u32;
+    fn device_type(&self) -> u32 {
+        self.core().device_type()
+    }
 
     /// The maximum size of each queue; the length is the number of queues.
-    fn queue_max_sizes(&self) -> &[u16];
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.core().queue_max_sizes()
+    }
 
     /// Device feature bits offered to the driver (VIRTIO_F_VERSION_1 is added by the transport).
-    fn avail_features(&self) -> u64;
+    fn avail_features(&self) -> u64 {
+        self.core().avail_features()
+    }
 
-    /// The features the driver accepted, called before `activate`.
-    fn set_acked_features(&mut self, features: u64);
+    /// The features the driver accepted (those offered), called before `activate`.
+    fn set_acked_features(&mut self, features: u64) {
+        self.core_mut().ack_features(features);
+        self.features_acked();
+    }
 
     /// Reads device config space; `offset` is relative to the config space start. Reads
     /// outside the config space leave `data` untouched (the transport zero-fills it).
-    fn read_config(&self, offset: u64, data: &mut [u8]);
-
-    /// Writes device config space; out-of-bounds or read-only writes are ignored.
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.core().read_config(offset, data);
+    }
 
     /// Starts the device with validated queues (one per `queue_max_sizes` entry).
     fn activate(
@@ -50,63 +94,27 @@ pub trait VirtioDevice: Send {
         mem: GuestMemory,
         queues: Vec<Queue>,
         interrupt: Arc<Interrupt>,
-    ) -> Result<(), ActivateError>;
+    ) -> Result<(), ActivateError> {
+        self.core_mut().activate(mem, queues, interrupt)?;
+        self.activated();
+        Ok(())
+    }
 
     /// Returns to the pre-activation state, dropping queues and guest memory.
-    fn reset(&mut self);
-
-    /// The guest notified queue `index`; only called while active. Returns true when work is
-    /// left over (a processing budget ran out) and the transport should call again later.
-    fn process_queue(&mut self, index: usize) -> bool;
-
-    /// Registers backend-owned fds (a TAP, a timer) with the event loop. Called once from the
-    /// transport's `MutEventSubscriber::init`; must not register the queue eventfds.
-    fn init_events(&mut self, _ops: &mut EventOps) {}
-
-    /// An event on one of the fds registered in `init_events`.
-    fn process_event(&mut self, _events: Events, _ops: &mut EventOps) {}
-
-    /// The concrete device, for updates only it understands (a drive's new backing file).
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        None
+    fn reset(&mut self) {
+        self.core_mut().reset();
+        self.reset_device();
     }
 }
 
-/// Copies `config[offset..offset + data.len()]` into `data` if that range is inside `config`;
-/// otherwise logs and leaves `data` alone.
-pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
-    match config_range(config.len(), offset, data.len()) {
-        Some(range) => data.copy_from_slice(&config[range]),
-        None => log::warn!(
-            "virtio: config read {offset:#x}+{} outside the {}-byte config space",
-            data.len(),
-            config.len()
-        ),
-    }
+/// The concrete device behind a `dyn VirtioDevice`, for the device manager's typed lookups
+/// (`with_device::<Block>`). Implemented for every type.
+pub trait AsAny {
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-/// The byte range `offset..offset + len` if it lies inside a config space of `size` bytes.
-pub fn config_range(size: usize, offset: u64, len: usize) -> Option<std::ops::Range<usize>> {
-    let start = usize::try_from(offset).ok()?;
-    let end = start.checked_add(len)?;
-    (end <= size).then_some(start..end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_reads_are_bounds_checked() {
-        let config = [1u8, 2, 3, 4];
-        let mut data = [0u8; 2];
-        read_config_bytes(&config, 2, &mut data);
-        assert_eq!(data, [3, 4]);
-        let mut data = [9u8; 2];
-        read_config_bytes(&config, 3, &mut data);
-        assert_eq!(data, [9, 9]);
-        read_config_bytes(&config, u64::MAX, &mut data);
-        assert_eq!(data, [9, 9]);
-        assert_eq!(config_range(4, 0, 0), Some(0..0));
+impl<T: Any> AsAny for T {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`device`]: the [`VirtioDevice`] trait every backend implements.
+//! - [`core`]: [`VirtioCore`], the state every device shares (features, queues, config).
 //! - [`interrupt`]: interrupt status plus the irqfd the transport raises.
 //! - [`mmio`]: [`MmioTransport`], the virtio-mmio (version 2) register window.
 //! - [`block`]: virtio-block; requests are parsed from descriptor chains in
@@ -12,6 +13,7 @@
 //! VMM or make it touch memory outside guest RAM.
 
 pub mod block;
+pub mod core;
 pub mod device;
 pub mod interrupt;
 pub mod mmio;
@@ -21,6 +23,7 @@ pub mod net;
 #[doc(hidden)]
 pub mod test_utils;
 
+pub use self::core::VirtioCore;
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptError};

@@ -16,14 +16,13 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 
-use super::device::{read_config_bytes, ActivateError, VirtioDevice};
-use super::interrupt::Interrupt;
+use super::core::VirtioCore;
+use super::device::VirtioDevice;
 use super::VIRTIO_F_VERSION_1;
 use crate::config::DriveConfig;
 use crate::host_file::HostFileError;
-use crate::vstate::memory::GuestMemory;
 use backend::DiskFile;
 use handler::RequestHandler;
 
@@ -78,12 +77,6 @@ pub struct BlockMetrics {
     pub synced_flushes: AtomicU64,
 }
 
-struct Active {
-    mem: GuestMemory,
-    queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 impl BlockMetrics {
     /// The counters as a JSON object, for metrics lines.
     pub fn to_json(&self) -> serde_json::Value {
@@ -98,13 +91,9 @@ impl BlockMetrics {
 
 /// A virtio-block device.
 pub struct Block {
+    core: VirtioCore,
     handler: RequestHandler,
-    avail_features: u64,
-    acked_features: u64,
-    config: [u8; CONFIG_LEN],
-    queue_sizes: [u16; 1],
     metrics: Arc<BlockMetrics>,
-    active: Option<Active>,
 }
 
 impl Block {
@@ -116,18 +105,15 @@ impl Block {
         if disk.read_only() {
             avail_features |= 1 << VIRTIO_BLK_F_RO;
         }
-        let mut cfg = [0u8; CONFIG_LEN];
+        let mut cfg = vec![0u8; CONFIG_LEN];
         cfg[0..8].copy_from_slice(&disk.nsectors().to_le_bytes());
         cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         let metrics = Arc::new(BlockMetrics::default());
+        let name = format!("virtio-blk {}", config.drive_id);
         Ok(Block {
+            core: VirtioCore::new(name, VIRTIO_ID_BLOCK, &[QUEUE_SIZE], avail_features, cfg),
             handler: RequestHandler::new(&config.drive_id, disk, metrics.clone()),
-            avail_features,
-            acked_features: 0,
-            config: cfg,
-            queue_sizes: [QUEUE_SIZE],
             metrics,
-            active: None,
         })
     }
 
@@ -139,7 +125,7 @@ impl Block {
     /// updates the capacity; the caller tells the driver through a config-change interrupt.
     pub fn update_backing_file(&mut self, config: &DriveConfig) -> Result<(), BlockError> {
         let disk = DiskFile::open(config)?;
-        self.config[0..8].copy_from_slice(&disk.nsectors().to_le_bytes());
+        self.core.config_mut()[0..8].copy_from_slice(&disk.nsectors().to_le_bytes());
         self.handler = RequestHandler::new(&config.drive_id, disk, self.metrics.clone());
         Ok(())
     }
@@ -147,23 +133,23 @@ impl Block {
     /// Handles available requests, then interrupts the guest once if any were used.
     /// Returns true when the batch limit was hit and requests may remain.
     fn process_requests(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.core.active_mut() else {
             return false;
         };
-        let mem = &active.mem;
+        let (mem, queue) = (&active.mem, &mut active.queues[0]);
         let mut handled = 0;
         while handled < BATCH_LIMIT {
-            let Some(chain) = active.queue.pop_descriptor_chain(mem) else {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 break;
             };
             let head = chain.head_index();
             let written = self.handler.handle(chain, mem);
-            if let Err(e) = active.queue.add_used(mem, head, written) {
+            if let Err(e) = queue.add_used(mem, head, written) {
                 log::warn!("virtio-blk: cannot return descriptor {head}: {e}");
             }
             handled += 1;
         }
-        if handled > 0 && active.queue.needs_notification(mem).unwrap_or(true) {
+        if handled > 0 && queue.needs_notification(mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
         }
         handled == BATCH_LIMIT
@@ -171,60 +157,12 @@ impl Block {
 }
 
 impl VirtioDevice for Block {
-    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
-        Some(self)
+    fn core(&self) -> &VirtioCore {
+        &self.core
     }
 
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_BLOCK
-    }
-
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
-    }
-
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features;
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        log::warn!(
-            "virtio-blk: write of {} bytes to read-only config at {offset:#x} ignored",
-            data.len()
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        mut queues: Vec<Queue>,
-        interrupt: Arc<Interrupt>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let got = queues.len();
-        let queue = queues.pop().filter(|_| got == 1);
-        let queue = queue.ok_or(ActivateError::QueueCount { expected: 1, got })?;
-        self.active = Some(Active {
-            mem,
-            queue,
-            interrupt,
-        });
-        Ok(())
-    }
-
-    fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
+    fn core_mut(&mut self) -> &mut VirtioCore {
+        &mut self.core
     }
 
     fn process_queue(&mut self, index: usize) -> bool {
@@ -233,5 +171,9 @@ impl VirtioDevice for Block {
             return false;
         }
         self.process_requests()
+    }
+
+    fn metrics_json(&self) -> serde_json::Value {
+        self.metrics.to_json()
     }
 }

@@ -37,6 +37,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::device::{ActivateError, VirtioDevice};
 use super::interrupt::{Interrupt, InterruptError};
 use crate::devices::bus::BusDevice;
+use crate::devices::Pausable;
 use crate::vstate::memory::GuestMemory;
 use queue_config::{QueueConfig, QueueConfigError};
 
@@ -89,6 +90,10 @@ pub struct MmioTransport {
     queue_sel: u32,
     config_generation: u32,
     activated: bool,
+    /// The VM is paused: the event loop does not watch this device's fds.
+    paused: bool,
+    /// A config change came while paused; the driver hears of it on resume.
+    config_change_pending: bool,
 }
 
 impl MmioTransport {
@@ -118,6 +123,8 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
             activated: false,
+            paused: false,
+            config_change_pending: false,
         })
     }
 
@@ -154,9 +161,19 @@ impl MmioTransport {
 
     /// Tells the driver the device's config space changed (a new generation, then an
     /// interrupt), so it re-reads it, e.g. a drive's capacity.
+    /// While the VM is paused the interrupt waits for the resume.
     pub fn notify_config_change(&mut self) {
         self.config_generation = self.config_generation.wrapping_add(1);
-        self.interrupt.signal_config_change();
+        if self.paused {
+            self.config_change_pending = true;
+        } else {
+            self.interrupt.signal_config_change();
+        }
+    }
+
+    /// Whether the VM's pause has taken this device out of the event loop.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// A queue eventfd fired: drain it and, if the device runs, let it process the queue.
@@ -205,6 +222,34 @@ impl BusDevice for MmioTransport {
             return;
         };
         self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+impl Pausable for MmioTransport {
+    fn pause(&mut self, ops: &mut EventOps) {
+        if self.paused {
+            return;
+        }
+        for evt in &self.queue_evts {
+            if let Err(e) = ops.remove(Events::new(evt, EventSet::IN)) {
+                log::error!("virtio-mmio: cannot stop watching a queue eventfd: {e}");
+            }
+        }
+        self.device.remove_events(ops);
+        self.paused = true;
+    }
+
+    fn resume(&mut self, ops: &mut EventOps) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        // Notifications that came meanwhile are still counted in the eventfds, and a
+        // readable TAP is reported again when it is watched again.
+        self.init(ops);
+        if std::mem::take(&mut self.config_change_pending) {
+            self.interrupt.signal_config_change();
+        }
     }
 }
 

@@ -3,10 +3,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
-
 use super::*;
-use crate::devices::virtio::device::read_config_bytes;
+use crate::devices::virtio::core::VirtioCore;
 use crate::devices::virtio::test_utils::*;
 
 /// How often each backend hook ran, shared with the test.
@@ -19,40 +17,33 @@ struct Calls {
 
 struct Dummy {
     calls: Arc<Calls>,
-    config: [u8; 8],
-    sizes: [u16; 2],
+    core: VirtioCore,
+}
+
+impl Dummy {
+    fn new(calls: Arc<Calls>, config: [u8; 8], sizes: &[u16]) -> Self {
+        let core = VirtioCore::new("dummy".into(), 42, sizes, 0b101, config.to_vec());
+        Dummy { calls, core }
+    }
 }
 
 impl VirtioDevice for Dummy {
-    fn device_type(&self) -> u32 {
-        42
+    fn core(&self) -> &VirtioCore {
+        &self.core
     }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.sizes
-    }
-    fn avail_features(&self) -> u64 {
-        0b101
-    }
-    fn set_acked_features(&mut self, _features: u64) {}
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+    fn core_mut(&mut self) -> &mut VirtioCore {
+        &mut self.core
     }
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if let Some(r) = crate::devices::virtio::device::config_range(8, offset, data.len()) {
-            self.config[r].copy_from_slice(data);
+            self.core.config_mut()[r].copy_from_slice(data);
         }
     }
-    fn activate(
-        &mut self,
-        _mem: GuestMemory,
-        queues: Vec<Queue>,
-        _interrupt: Arc<Interrupt>,
-    ) -> Result<(), ActivateError> {
-        assert_eq!(queues.len(), 2);
+    fn activated(&mut self) {
+        assert_eq!(self.core.active().unwrap().queues.len(), 2);
         self.calls.activate.fetch_add(1, Ordering::SeqCst);
-        Ok(())
     }
-    fn reset(&mut self) {
+    fn reset_device(&mut self) {
         self.calls.reset.fetch_add(1, Ordering::SeqCst);
     }
     fn process_queue(&mut self, _index: usize) -> bool {
@@ -63,11 +54,7 @@ impl VirtioDevice for Dummy {
 
 fn dummy() -> (TestDriver, Arc<Calls>) {
     let calls = Arc::new(Calls::default());
-    let device = Dummy {
-        calls: calls.clone(),
-        config: [1, 2, 3, 4, 5, 6, 7, 8],
-        sizes: [QUEUE_SIZE, 16],
-    };
+    let device = Dummy::new(calls.clone(), [1, 2, 3, 4, 5, 6, 7, 8], &[QUEUE_SIZE, 16]);
     (TestDriver::new(Box::new(device)), calls)
 }
 
@@ -286,38 +273,7 @@ fn cmdline_arg_format() {
 
 #[test]
 fn transport_needs_queues() {
-    let device = Dummy {
-        calls: Arc::default(),
-        config: [0; 8],
-        sizes: [0; 2],
-    };
-    struct NoQueues(Dummy);
-    impl VirtioDevice for NoQueues {
-        fn device_type(&self) -> u32 {
-            self.0.device_type()
-        }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[]
-        }
-        fn avail_features(&self) -> u64 {
-            0
-        }
-        fn set_acked_features(&mut self, _: u64) {}
-        fn read_config(&self, _: u64, _: &mut [u8]) {}
-        fn write_config(&mut self, _: u64, _: &[u8]) {}
-        fn activate(
-            &mut self,
-            _: GuestMemory,
-            _: Vec<Queue>,
-            _: Arc<Interrupt>,
-        ) -> Result<(), ActivateError> {
-            Ok(())
-        }
-        fn reset(&mut self) {}
-        fn process_queue(&mut self, _: usize) -> bool {
-            false
-        }
-    }
-    let result = MmioTransport::new(guest_memory(), Box::new(NoQueues(device)));
+    let device = Dummy::new(Arc::default(), [0; 8], &[]);
+    let result = MmioTransport::new(guest_memory(), Box::new(device));
     assert!(matches!(result, Err(MmioError::NoQueues)));
 }

@@ -1,17 +1,16 @@
 //! [`Net`] as a [`VirtioDevice`]: negotiation, config space, queues and TAP events.
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events};
-use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::{Queue, QueueT};
 
 use super::rx::RxStop;
 use super::tx::TxStop;
-use super::{tap_offloads, Active, Net, BATCH_LIMIT, RX_INDEX, TX_INDEX};
-use crate::devices::virtio::device::{read_config_bytes, ActivateError, VirtioDevice};
+use super::{tap_offloads, Net, BATCH_LIMIT, RX_INDEX, TX_INDEX};
+use crate::devices::virtio::core::VirtioCore;
+use crate::devices::virtio::device::VirtioDevice;
 use crate::devices::virtio::interrupt::Interrupt;
 use crate::vstate::memory::GuestMemory;
 
@@ -20,10 +19,10 @@ impl Net {
     ///
     /// Guest notifications on the RX queue are only wanted while a frame waits for buffers.
     pub(super) fn process_rx(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.core.active_mut() else {
             return false;
         };
-        let (mem, queue) = (&active.mem, &mut active.rx_queue);
+        let (mem, queue) = (&active.mem, &mut active.queues[RX_INDEX]);
         let mut total = 0;
         let mut more = false;
         for _ in 0..RECHECKS {
@@ -48,10 +47,10 @@ impl Net {
 
     /// Sends the guest's frames to the TAP. Returns true when the batch limit was hit.
     pub(super) fn process_tx(&mut self) -> bool {
-        let Some(active) = self.active.as_mut() else {
+        let Some(active) = self.core.active_mut() else {
             return false;
         };
-        let (mem, queue) = (&active.mem, &mut active.tx_queue);
+        let (mem, queue) = (&active.mem, &mut active.queues[TX_INDEX]);
         let mut total = 0;
         let mut more = false;
         for _ in 0..RECHECKS {
@@ -137,71 +136,40 @@ fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &Interrupt) {
 }
 
 impl VirtioDevice for Net {
-    fn device_type(&self) -> u32 {
-        VIRTIO_ID_NET
+    fn core(&self) -> &VirtioCore {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut VirtioCore {
+        &mut self.core
     }
 
-    fn avail_features(&self) -> u64 {
-        self.avail_features
-    }
-
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & self.avail_features;
-        self.rx.mergeable = self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0;
-        if let Err(e) = self.tap.set_offload(tap_offloads(self.acked_features)) {
+    fn features_acked(&mut self) {
+        self.rx.mergeable = self.core.has_feature(VIRTIO_NET_F_MRG_RXBUF);
+        if let Err(e) = self
+            .tap
+            .set_offload(tap_offloads(self.core.acked_features()))
+        {
             log::error!("virtio-net: {}: {e}", self.id);
         }
     }
 
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        log::warn!(
-            "virtio-net: {}: write of {} bytes to read-only config at {offset:#x} ignored",
-            self.id,
-            data.len()
-        );
-    }
-
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        queues: Vec<Queue>,
-        interrupt: Arc<Interrupt>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let got = queues.len();
-        let Ok([rx_queue, tx_queue]) = <[Queue; 2]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount { expected: 2, got });
-        };
-        self.active = Some(Active {
-            mem,
-            rx_queue,
-            tx_queue,
-            interrupt,
-        });
+    fn activated(&mut self) {
         // Frames may have queued up before the driver was ready; the edge is gone, so
         // look as soon as the guest posts buffers.
         self.rx.tap_readable = true;
-        Ok(())
     }
 
-    fn reset(&mut self) {
-        self.active = None;
-        self.acked_features = 0;
+    fn reset_device(&mut self) {
         self.rx.reset();
         self.tx.blocked = false;
         if let Err(e) = self.tap.set_offload(0) {
             log::warn!("virtio-net: {}: {e}", self.id);
         }
+    }
+
+    fn metrics_json(&self) -> serde_json::Value {
+        self.metrics.to_json()
     }
 
     fn process_queue(&mut self, index: usize) -> bool {
@@ -225,6 +193,14 @@ impl VirtioDevice for Net {
         for (fd, set) in registrations {
             if let Err(e) = ops.add(Events::new_raw(fd, set)) {
                 log::error!("virtio-net: {}: cannot watch fd {fd}: {e}", self.id);
+            }
+        }
+    }
+
+    fn remove_events(&mut self, ops: &mut EventOps) {
+        for fd in [self.tap.as_raw_fd(), self.resume.as_raw_fd()] {
+            if let Err(e) = ops.remove(Events::new_raw(fd, EventSet::IN)) {
+                log::error!("virtio-net: {}: cannot stop watching fd {fd}: {e}", self.id);
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod tx;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
     virtio_net_hdr_v1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_TSO4,
@@ -28,13 +29,11 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
-use virtio_queue::Queue;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::interrupt::Interrupt;
+use super::core::VirtioCore;
 use super::VIRTIO_F_VERSION_1;
 use crate::config::{parse_mac, NetworkInterfaceConfig};
-use crate::vstate::memory::GuestMemory;
 use rx::Rx;
 pub use tap::{Tap, TapError, TapIo};
 use tx::Tx;
@@ -120,27 +119,16 @@ impl NetMetrics {
     }
 }
 
-struct Active {
-    mem: GuestMemory,
-    rx_queue: Queue,
-    tx_queue: Queue,
-    interrupt: Arc<Interrupt>,
-}
-
 /// A virtio-net device.
 pub struct Net {
     id: String,
+    core: VirtioCore,
     tap: Box<dyn TapIo>,
-    avail_features: u64,
-    acked_features: u64,
-    config: [u8; CONFIG_LEN],
-    queue_sizes: [u16; 2],
     metrics: Arc<NetMetrics>,
     rx: Rx,
     tx: Tx,
     /// Written when a batch limit was hit outside `process_queue`, to come back later.
     resume: EventFd,
-    active: Option<Active>,
 }
 
 impl Net {
@@ -167,21 +155,25 @@ impl Net {
             id: id.to_string(),
             source,
         })?;
-        let mut config = [0u8; CONFIG_LEN];
+        let mut config = vec![0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&mac);
         config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let name = format!("virtio-net {id}");
+        let core = VirtioCore::new(
+            name,
+            VIRTIO_ID_NET,
+            &[QUEUE_SIZE; 2],
+            avail_features(),
+            config,
+        );
         Ok(Net {
             id: id.to_string(),
+            core,
             tap,
-            avail_features: avail_features(),
-            acked_features: 0,
-            config,
-            queue_sizes: [QUEUE_SIZE; 2],
             metrics: Arc::new(NetMetrics::default()),
             rx: Rx::new(),
             tx: Tx::default(),
             resume,
-            active: None,
         })
     }
 
@@ -192,7 +184,7 @@ impl Net {
     /// The guest's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         let mut mac = [0u8; 6];
-        mac.copy_from_slice(&self.config[..6]);
+        mac.copy_from_slice(&self.core.config()[..6]);
         mac
     }
 }
