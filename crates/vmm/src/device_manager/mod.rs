@@ -11,9 +11,11 @@
 
 mod legacy;
 mod mmio;
+mod persist;
 
 pub use legacy::LegacyOptions;
 pub use mmio::MmioSlots;
+pub use persist::{DevicesState, VirtioDeviceState};
 
 use crate::devices::bus::BusError;
 use crate::devices::legacy::{ResetRequest, SerialConsole, I8042};
@@ -26,7 +28,7 @@ use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The kinds of virtio device, as metrics lines and lookups name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     Block,
     Net,
@@ -60,6 +62,18 @@ pub enum DeviceManagerError {
     NotFound { kind: DeviceKind, id: String },
     #[error("the event loop lost the subscriber of {0}")]
     EventOps(String),
+    #[error("the saved devices do not match this VM's: {0}")]
+    StateMismatch(String),
+    #[error("cannot restore device {id:?}: {source}")]
+    RestoreVirtio {
+        id: String,
+        #[source]
+        source: crate::devices::virtio::MmioStateError,
+    },
+    #[error("cannot restore the serial console: {0}")]
+    RestoreSerial(#[from] crate::devices::legacy::SerialStateError),
+    #[error("cannot restore the i8042: {0}")]
+    RestoreI8042(#[from] crate::devices::legacy::i8042::I8042Error),
 }
 
 /// What attaching a device touches: the VM (irqfds, ioeventfds), the buses the vCPUs

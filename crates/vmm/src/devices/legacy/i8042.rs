@@ -90,6 +90,16 @@ impl ResetRequest {
     }
 }
 
+/// What an [`I8042`] saves: everything but its fds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    pub output: Vec<u8>,
+    pub config: u8,
+    pub output_port: u8,
+    pub status_extra: u8,
+    pub pending_command: Option<u8>,
+}
+
 pub struct I8042 {
     reset: ResetRequest,
     keyboard_interrupt: EventFd,
@@ -113,6 +123,33 @@ impl I8042 {
             status_extra: 0,
             pending_command: None,
         }
+    }
+
+    /// The controller's registers and unread output.
+    pub fn save(&self) -> I8042State {
+        I8042State {
+            output: self.output.iter().copied().collect(),
+            config: self.config,
+            output_port: self.output_port,
+            status_extra: self.status_extra,
+            pending_command: self.pending_command,
+        }
+    }
+
+    /// Puts `state` back; output beyond the controller's buffer is refused.
+    pub fn restore(&mut self, state: &I8042State) -> Result<(), I8042Error> {
+        if state.output.len() > OUTPUT_CAPACITY {
+            return Err(I8042Error::OutputBufferFull);
+        }
+        self.output = state.output.iter().copied().collect();
+        self.config = state.config;
+        self.output_port = state.output_port;
+        self.status_extra = state.status_extra;
+        self.pending_command = state.pending_command;
+        if !self.output.is_empty() {
+            self.raise_keyboard_interrupt();
+        }
+        Ok(())
     }
 
     /// Types Ctrl-Alt-Del; the guest kernel turns it into a clean shutdown request.
@@ -239,6 +276,22 @@ mod tests {
     fn controller() -> (I8042, EventFd, EventFd) {
         let (dev, _, reset, irq) = controller_with_request();
         (dev, reset, irq)
+    }
+
+    #[test]
+    fn state_round_trips_and_refuses_overlong_output() {
+        let (mut dev, _, _) = controller();
+        dev.write(4, &[CMD_WRITE_CONFIG]); // waits for its data byte
+        dev.send_ctrl_alt_del().unwrap();
+        let state = dev.save();
+        assert_eq!(state.pending_command, Some(CMD_WRITE_CONFIG));
+        let (mut restored, _, irq) = controller();
+        restored.restore(&state).unwrap();
+        assert_eq!(restored.save(), state);
+        assert!(irq.read().is_ok(), "unread output raises IRQ 1 again");
+        let mut too_long = state;
+        too_long.output = vec![0; OUTPUT_CAPACITY + 1];
+        assert!(restored.restore(&too_long).is_err());
     }
 
     fn controller_with_request() -> (I8042, ResetRequest, EventFd, EventFd) {

@@ -5,5 +5,5 @@ pub mod i8042;
 pub mod serial;
 
 pub use boot_timer::BootTimer;
-pub use i8042::{ResetRequest, I8042};
-pub use serial::{EventFdTrigger, SerialConsole};
+pub use i8042::{I8042State, ResetRequest, I8042};
+pub use serial::{EventFdTrigger, SerialConsole, SerialConsoleState, SerialStateError};

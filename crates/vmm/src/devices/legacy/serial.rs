@@ -1,8 +1,9 @@
 //! The 8250 UART at 0x3f8 (COM1), emulated by vm-superio, wired to the host's stdout/stdin.
 
 use crate::devices::BusDevice;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -53,6 +54,78 @@ impl<W: Write + Send> SerialConsole<W> {
     pub fn flush(&mut self) {
         let _ = self.uart.writer_mut().flush();
     }
+
+    /// The UART's registers and unread input.
+    pub fn save(&self) -> SerialConsoleState {
+        SerialConsoleState::from(self.uart.state())
+    }
+
+    /// Puts `state` back, writing the guest's output to `out` from now on; a pending
+    /// interrupt is raised again.
+    pub fn restore(&mut self, state: &SerialConsoleState, out: W) -> Result<(), SerialStateError> {
+        let trigger = self.uart.interrupt_evt().0.try_clone();
+        let trigger = EventFdTrigger(trigger.map_err(SerialStateError::EventFd)?);
+        let uart = Serial::from_state(&state.clone().into(), trigger, NoEvents, out);
+        self.uart = uart.map_err(|e| SerialStateError::Invalid(format!("{e:?}")))?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerialStateError {
+    #[error("cannot clone the serial interrupt eventfd: {0}")]
+    EventFd(std::io::Error),
+    #[error("the saved serial state cannot be restored: {0}")]
+    Invalid(String),
+}
+
+/// vm-superio's `SerialState`, which has no serde of its own, field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialConsoleState {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+impl From<SerialState> for SerialConsoleState {
+    fn from(s: SerialState) -> Self {
+        SerialConsoleState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<SerialConsoleState> for SerialState {
+    fn from(s: SerialConsoleState) -> Self {
+        SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
 }
 
 impl<W: Write + Send> BusDevice for SerialConsole<W> {
@@ -88,6 +161,28 @@ mod tests {
             SerialConsole::new(irq.try_clone().unwrap(), Vec::new()),
             irq,
         )
+    }
+
+    #[test]
+    fn state_round_trips_with_registers_and_unread_input() {
+        let (mut serial, _) = console();
+        serial.write(3, &[0x80]); // DLAB on: the divisor latch is reachable
+        serial.write(0, &[0x0c]);
+        serial.write(3, &[0x03]); // 8N1
+        serial.write(1, &[0x01]); // receive interrupts
+        assert_eq!(serial.queue_input(b"hi"), 2);
+        let state = serial.save();
+        assert_eq!(state.in_buffer, b"hi");
+        let (mut restored, irq) = console();
+        restored.restore(&state, Vec::new()).unwrap();
+        assert_eq!(restored.save(), state);
+        assert!(
+            irq.read().is_ok(),
+            "the pending receive interrupt is raised again"
+        );
+        let mut byte = [0u8];
+        restored.read(0, &mut byte);
+        assert_eq!(byte[0], b'h');
     }
 
     #[test]

@@ -54,6 +54,17 @@ impl Interrupt {
         self.status.store(0, Ordering::SeqCst);
     }
 
+    /// Sets the status a saved device had and, if an interrupt was pending, raises it again
+    /// (the restored VM's interrupt controller starts without it).
+    pub fn restore_status(&self, status: u32) {
+        self.status.store(status, Ordering::SeqCst);
+        if status != 0 {
+            if let Err(e) = self.event.write(1) {
+                log::error!("virtio: cannot raise the interrupt eventfd: {e}");
+            }
+        }
+    }
+
     /// Tells the driver there are new entries in a used ring.
     pub fn signal_used_queue(&self) {
         self.signal(INT_USED_RING);

@@ -27,7 +27,10 @@ pub use self::core::VirtioCore;
 pub use block::{Block, BlockError};
 pub use device::{ActivateError, VirtioDevice};
 pub use interrupt::{Interrupt, InterruptError};
-pub use mmio::{mmio_cmdline_arg, MmioError, MmioTransport, MMIO_NOTIFY_OFFSET, MMIO_WINDOW_SIZE};
+pub use mmio::{
+    mmio_cmdline_arg, MmioError, MmioState, MmioStateError, MmioTransport, MMIO_NOTIFY_OFFSET,
+    MMIO_WINDOW_SIZE,
+};
 pub use net::{Net, NetError};
 
 /// Feature bit every modern (virtio 1.x) device offers.

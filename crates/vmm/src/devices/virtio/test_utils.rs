@@ -88,6 +88,13 @@ impl TestDriver {
         }
     }
 
+    /// Takes over the rings where `previous` left them (its next free descriptor and
+    /// available index), as the guest's driver does after its VM was restored.
+    pub fn continue_from(&mut self, previous: &TestDriver) {
+        self.avail_idx = previous.avail_idx;
+        self.next_desc = previous.next_desc;
+    }
+
     pub fn read(&self, offset: u64) -> u32 {
         let mut data = [0u8; 4];
         lock(&self.bus_device).read(offset, &mut data);

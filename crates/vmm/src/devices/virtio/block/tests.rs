@@ -15,6 +15,7 @@ use vmm_sys_util::tempfile::TempFile;
 use super::*;
 use crate::config::CacheType;
 use crate::devices::virtio::test_utils::*;
+use crate::devices::virtio::MmioStateError;
 
 const SECTORS: u64 = 16;
 const HEADER: u64 = 0x10000;
@@ -526,4 +527,68 @@ fn new_backing_file_changes_capacity_and_missing_file_keeps_the_old_one() {
     missing.path_on_host = "/nonexistent/disk.img".into();
     assert!(block.update_backing_file(&missing).is_err());
     assert_eq!(capacity(&block), 4 * SECTORS);
+}
+
+#[test]
+fn saved_state_restores_onto_a_new_device_that_goes_on() {
+    let mut s = setup();
+    let data = [writable(DATA, 512)];
+    assert_eq!(
+        s.request(VIRTIO_BLK_T_IN, 0, &data).1,
+        VIRTIO_BLK_S_OK as u8
+    );
+    let state = s.driver.transport.lock().unwrap().save();
+    assert!(state.activated);
+    assert_eq!(
+        (state.queues[0].next_avail, state.queues[0].next_used),
+        (1, 1)
+    );
+
+    // A fresh device on the same disk and the same guest RAM, as in a restored VM.
+    let block = Block::new(&drive(&s.file, false, CacheType::Unsafe)).unwrap();
+    let mut driver = TestDriver::with_memory(s.driver.mem.clone(), Box::new(block));
+    driver.continue_from(&s.driver);
+    driver.transport.lock().unwrap().restore(&state).unwrap();
+    assert_eq!(
+        driver.transport.lock().unwrap().save(),
+        state,
+        "save, restore, save"
+    );
+    assert!(driver.irq_fired(), "the pending interrupt is raised again");
+
+    let mut restored = Setup {
+        driver,
+        metrics: s.metrics.clone(),
+        file: s.file,
+    };
+    let data = [writable(DATA, 512)];
+    let (_, status) = restored.request(VIRTIO_BLK_T_IN, 3, &data);
+    assert_eq!(status, VIRTIO_BLK_S_OK as u8);
+    let expect: Vec<u8> = (1536..2048).map(pattern).collect();
+    assert_eq!(restored.guest_bytes(DATA, 512), expect);
+}
+
+#[test]
+fn state_of_another_kind_or_onto_a_used_device_is_refused() {
+    let s = setup();
+    let mut state = s.driver.transport.lock().unwrap().save();
+    let mut transport = s.driver.transport.lock().unwrap();
+    // The device in `s` has been set up by a driver: not fresh.
+    assert!(matches!(
+        transport.restore(&state),
+        Err(MmioStateError::NotFresh)
+    ));
+    drop(transport);
+    let block = Block::new(&drive(&s.file, false, CacheType::Unsafe)).unwrap();
+    let fresh = TestDriver::new(Box::new(block));
+    state.device_type = 1;
+    let err = fresh.transport.lock().unwrap().restore(&state).unwrap_err();
+    assert!(
+        matches!(err, MmioStateError::DeviceType { saved: 1, .. }),
+        "{err}"
+    );
+    state.device_type = VIRTIO_ID_BLOCK;
+    state.config_space.push(0);
+    let err = fresh.transport.lock().unwrap().restore(&state).unwrap_err();
+    assert!(matches!(err, MmioStateError::ConfigLength { .. }), "{err}");
 }

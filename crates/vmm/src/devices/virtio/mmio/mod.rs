@@ -23,6 +23,7 @@
 //! cmdline.push_str(&format!(" {}", mmio_cmdline_arg(base, gsi)));
 //! ```
 
+mod persist;
 mod queue_config;
 mod registers;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use super::interrupt::{Interrupt, InterruptError};
 use crate::devices::bus::BusDevice;
 use crate::devices::Pausable;
 use crate::vstate::memory::GuestMemory;
+pub use persist::{MmioState, MmioStateError, QueueState};
 use queue_config::{QueueConfig, QueueConfigError};
 
 /// Size of one device's register window.

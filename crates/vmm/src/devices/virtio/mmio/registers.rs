@@ -225,8 +225,13 @@ impl MmioTransport {
         }
     }
 
+    /// Whether the driver accepted VIRTIO_RING_F_EVENT_IDX.
+    pub(super) fn event_idx(&self) -> bool {
+        self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0
+    }
+
     fn activate(&mut self) -> Result<(), MmioError> {
-        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let event_idx = self.event_idx();
         let queues = self
             .queues
             .iter()

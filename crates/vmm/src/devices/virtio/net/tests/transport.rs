@@ -122,3 +122,30 @@ fn configuration_errors_name_the_interface() {
     let err = Net::new(&config).err().unwrap();
     assert!(err.to_string().contains("not-a-mac"), "{err}");
 }
+
+#[test]
+fn saved_state_restores_features_offloads_and_queues() {
+    let (driver, _) = driver();
+    let features = driver.device_features();
+    assert!(driver.negotiate(features));
+    driver.setup_queue(0, 256, DESC_TABLE, AVAIL_RING, USED_RING);
+    driver.setup_queue(1, 256, 0x8000, 0xa000, 0xb000);
+    driver.add_status(STATUS_DRIVER_OK);
+    let state = driver.transport.lock().unwrap().save();
+    assert!(state.activated);
+
+    let (tap, _peer, offload) = fake_tap();
+    let net = Net::with_tap("eth0", MAC, Box::new(tap)).unwrap();
+    let restored = TestDriver::with_memory(driver.mem.clone(), Box::new(net));
+    restored.transport.lock().unwrap().restore(&state).unwrap();
+    assert_eq!(restored.transport.lock().unwrap().save(), state);
+    assert!(restored.transport.lock().unwrap().is_activated());
+    assert_ne!(
+        offload.load(Ordering::SeqCst),
+        0,
+        "offloads follow the restored features"
+    );
+    let mut config = [0u8; 6];
+    restored.read_bytes(0x100, &mut config);
+    assert_eq!(config, MAC);
+}
