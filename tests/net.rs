@@ -16,7 +16,9 @@
 
 mod netlab;
 
+use ember_integration_tests::ember::api_request;
 use netlab::*;
+use std::path::Path;
 use std::time::Duration;
 
 const BIG: usize = 64 << 20;
@@ -90,4 +92,61 @@ fn a_missing_tap_fails_the_boot_with_its_name() {
     assert!(!status.success(), "ember exited with {status}");
     assert!(stderr.contains("nosuchtap9"), "stderr: {stderr}");
     assert!(stderr.contains("eth1"), "stderr: {stderr}");
+}
+
+/// `net.<iface>.rx_packets` of a fresh metrics line (FlushMetrics, then the file's last line).
+fn rx_packets(socket: &Path, metrics: &Path, iface: &str) -> u64 {
+    let flush = r#"{"action_type": "FlushMetrics"}"#;
+    let (status, body) = api_request(socket, "PUT", "/actions", Some(flush));
+    assert_eq!(status, 204, "FlushMetrics: {body}");
+    let text = std::fs::read_to_string(metrics).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    line["net"][iface]["rx_packets"].as_u64().unwrap()
+}
+
+/// A paused VM's devices stop too: frames sent to its TAP wait there (the RX counters do
+/// not move) and reach the guest after the resume.
+#[test]
+fn pause_holds_incoming_frames_until_resume() {
+    require_root_and_kvm();
+    let guest = guest_dir();
+    let tmp = TempDir::new("net-pause");
+    let ns = Netns::create(&[("tap0", "172.30.0.1/24")]);
+    let script = "ip link set eth0 up && ip addr add 172.30.0.2/24 dev eth0 || exit 10
+echo EMBER-NET: up
+sleep 600";
+    let metrics = tmp.path().join("metrics.json");
+    std::fs::write(&metrics, "").unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&ember_config(&guest, script, &["tap0"])).unwrap();
+    config["metrics"] = serde_json::json!({ "metrics_path": metrics });
+    let socket = tmp.path().join("api.sock");
+    let mut vm = Ember::start_with_api(&ns, &tmp, &config.to_string(), &socket);
+    vm.wait_for_line("EMBER-NET: up", Duration::from_secs(300));
+    ns.ping("172.30.0.2");
+
+    let paused = r#"{"state": "Paused"}"#;
+    assert_eq!(api_request(&socket, "PATCH", "/vm", Some(paused)).0, 204);
+    let before = rx_packets(&socket, &metrics, "eth0");
+    // Pings (and, once the ARP entry is stale, ARP requests) go into the TAP unanswered.
+    let pings = ["ping", "-c", "5", "-W", "1", "172.30.0.2"];
+    let _ = ns.command("busybox").args(pings).output();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rx_packets(&socket, &metrics, "eth0"),
+        before,
+        "frames reached a paused guest"
+    );
+
+    let resumed = r#"{"state": "Resumed"}"#;
+    assert_eq!(api_request(&socket, "PATCH", "/vm", Some(resumed)).0, 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rx_packets(&socket, &metrics, "eth0") < before + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting frames never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ns.ping("172.30.0.2");
 }

@@ -348,11 +348,20 @@ pub struct Ember {
 
 impl Ember {
     pub fn start_in(ns: &Netns, dir: &TempDir, config: &str) -> Ember {
+        Ember::start_with(ns, dir, config, &["--no-api"])
+    }
+
+    /// Like [`Ember::start_in`], with the API served on `socket` as well.
+    pub fn start_with_api(ns: &Netns, dir: &TempDir, config: &str, socket: &Path) -> Ember {
+        Ember::start_with(ns, dir, config, &["--api-sock", socket.to_str().unwrap()])
+    }
+
+    fn start_with(ns: &Netns, dir: &TempDir, config: &str, args: &[&str]) -> Ember {
         let path = dir.path().join("config.json");
         fs::write(&path, config).unwrap();
         let mut child = ns
             .command(ember_bin())
-            .arg("--no-api")
+            .args(args)
             .arg("--config-file")
             .arg(&path)
             .stdin(Stdio::null())
