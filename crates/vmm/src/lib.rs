@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod microvm;
 pub mod rpc;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vstate;

@@ -1,0 +1,8 @@
+//! Snapshots: a paused VM's state in a versioned, checksummed state file, and its guest
+//! memory in a memory file that a restore maps privately.
+
+pub mod file;
+pub mod memory;
+
+pub use file::{read_state, write_state, StateFileError, FORMAT_VERSION};
+pub use memory::{layout, map_memory_file, write_memory, MemoryRange, SnapshotMemoryError};
