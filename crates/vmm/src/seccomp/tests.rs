@@ -400,3 +400,12 @@ fn custom_filter_file_is_read_from_disk() {
     assert!(matches!(err, SeccompError::Read(..)), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_precompiled_filters_are_the_json_compiled() {
+    let compiled = compile(DEFAULT_FILTERS_JSON, "the built-in filter file").unwrap();
+    assert_eq!(builtin(), compiled);
+    assert!(ThreadKind::ALL
+        .iter()
+        .all(|&kind| !builtin().get(kind).is_empty()));
+}
