@@ -16,9 +16,10 @@ fn main() {
         .expect("resources/seccomp/x86_64.json must compile");
     let mut names: Vec<&String> = programs.keys().collect();
     names.sort();
-    let mut out =
-        String::from("/// (thread kind, [(code, jt, jf, k)]) for every built-in filter.\n");
-    out.push_str("pub const PRECOMPILED: &[(&str, &[(u16, u8, u8, u32)])] = &[\n");
+    let mut out = String::from("/// One BPF instruction: (code, jt, jf, k).\n");
+    out.push_str("pub type Insn = (u16, u8, u8, u32);\n");
+    out.push_str("/// (thread kind, instructions) for every built-in filter.\n");
+    out.push_str("pub const PRECOMPILED: &[(&str, &[Insn])] = &[\n");
     for name in names {
         let _ = write!(out, "    ({name:?}, &[");
         for insn in &programs[name] {
