@@ -144,6 +144,7 @@ impl VmResources {
     /// Adds a drive or replaces the one with the same id, once its file opens as the device
     /// will open it.
     fn insert_drive(&mut self, drive: &DriveConfig) -> Result<(), VmmActionError> {
+        // A second root is refused as Firecracker refuses it, whatever its file.
         config::refuse_second_root(&self.config.drives, drive)?;
         crate::devices::virtio::block::check_backing_file(drive)?;
         self.config.drives = config::with_drive(&self.config.drives, drive)?;
