@@ -1,7 +1,7 @@
 //! `api_request`: raw bytes from an API client through the server's framing
 //! (`http::parse_request`), routing (`router::route`) and response rendering, via
 //! `ember::api::answer_wire`, with a fake VMM thread: pre-boot configuration is applied by a
-//! real `PrebootConfigurator`, starting "succeeds" when the config validates, and every
+//! real `VmResources`, starting "succeeds" when the config validates, and every
 //! post-boot action fails.
 //!
 //! Checks: the reply is a sequence of well-formed HTTP/1.1 responses with a known status,
@@ -9,8 +9,8 @@
 //! `Connection: close` or `100 Continue`; and the fake VMM's configuration stays valid.
 
 use vmm::rpc::{
-    InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmActionError, VmmData,
-    VmmResponse, DEFAULT_INSTANCE_ID, VMM_VERSION,
+    InstanceInfo, InstanceState, VmResources, VmmAction, VmmActionError, VmmData, VmmResponse,
+    DEFAULT_INSTANCE_ID, VMM_VERSION,
 };
 
 pub fn run(data: &[u8]) {
@@ -21,7 +21,7 @@ pub fn run(data: &[u8]) {
 
 #[derive(Default)]
 struct FakeVmm {
-    config: PrebootConfigurator,
+    config: VmResources,
     started: bool,
 }
 
@@ -45,16 +45,17 @@ impl FakeVmm {
                     state,
                 )))
             }
-            VmmAction::FlushMetrics => Ok(VmmData::Empty),
-            other => self.config.apply(&other).unwrap_or_else(|| {
-                Err(VmmActionError::Internal(
-                    "fuzzing: there is no VM behind this API".into(),
-                ))
-            }),
+            // There is no VM behind this API: every action on one fails.
+            other => self
+                .config
+                .apply(&other)
+                .unwrap_or(Err(VmmActionError::NotSupportedBeforeStart)),
         };
         let config = self.config.config();
         if config.boot_source.is_some() {
-            assert_eq!(config.validate(), Ok(()), "an accepted config is invalid");
+            if let Err(e) = config.validate() {
+                panic!("an accepted config is invalid: {e}");
+            }
         }
         answer
     }

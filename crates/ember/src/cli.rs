@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::time::Instant;
 use vmm::builder::BuildOptions;
-use vmm::config::{ConfigError, LogLevel, LoggerConfig, MetricsConfig, VmConfig};
+use vmm::config::{
+    LogLevel, LoggerConfig, MetricsConfig, UnknownLogLevel, ValidVmConfig, VmConfig,
+};
 use vmm::controller::VmmController;
 use vmm::event_loop::VmmEventManager;
 use vmm::metrics::StartupTimes;
-use vmm::rpc::{PrebootConfigurator, VmmAction};
+use vmm::rpc::{VmResources, VmmAction};
 use vmm::seccomp::{self, ThreadFilters, ThreadKind};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -104,7 +106,10 @@ fn refuse_unsupported(args: &Args) -> Result<(), String> {
 
 /// The logger as the flags set it up.
 fn logger_flags(args: &Args) -> Result<LoggerConfig, String> {
-    let level: LogLevel = args.level.parse().map_err(|e: ConfigError| e.to_string())?;
+    let level: LogLevel = args
+        .level
+        .parse()
+        .map_err(|e: UnknownLogLevel| e.to_string())?;
     // Boot-timer lines are Info: make sure they show when the timer is asked for.
     let level = if args.boot_timer {
         level.max(LogLevel::Info)
@@ -120,26 +125,27 @@ fn logger_flags(args: &Args) -> Result<LoggerConfig, String> {
     })
 }
 
-fn read_config(path: &std::path::Path) -> Result<VmConfig, String> {
+/// Reads and validates a config file: its errors are reported here, naming the file, before
+/// anything starts.
+fn read_config(path: &std::path::Path) -> Result<ValidVmConfig, String> {
     let text = vmm::host_file::read_text(path, vmm::config::MAX_CONFIG_FILE_BYTES)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let config = VmConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(config)
+    let in_path = |e: vmm::config::ConfigError| format!("{}: {e}", path.display());
+    let config = VmConfig::from_json(&text).map_err(in_path)?;
+    config.validate().map_err(in_path)
 }
 
-/// Reads the config file, and applies its `logger` section at once, as Firecracker does.
-fn read_config_file(path: Option<&Path>) -> Result<VmConfig, String> {
+/// The resources a config file describes (none without one), with its `logger` section
+/// applied at once, as Firecracker does.
+fn read_config_file(path: Option<&Path>) -> Result<VmResources, String> {
     let Some(path) = path else {
-        return Ok(VmConfig::default());
+        return Ok(VmResources::default());
     };
     let config = read_config(path)?;
-    if let Some(logger) = &config.logger {
+    if let Some(logger) = config.logger() {
         vmm::logger::update(logger).map_err(|e| format!("{}: logger: {e}", path.display()))?;
     }
-    Ok(config)
+    Ok(VmResources::new(config))
 }
 
 fn seccomp_filters(args: &Args) -> Result<ThreadFilters, String> {
@@ -236,7 +242,7 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     refuse_unsupported(&args)?;
     vmm::logger::init(&args.id, &logger_flags(&args)?).map_err(|e| e.to_string())?;
     let seccomp = seccomp_filters(&args)?;
-    let config = read_config_file(args.config_file.as_deref())?;
+    let resources = read_config_file(args.config_file.as_deref())?;
     // Once the log is where the flags and the config file put it, so it shows there.
     log::info!("Running Ember v{}", vmm::rpc::VMM_VERSION);
     if let Some(limit) = args.mmds_size_limit {
@@ -249,7 +255,7 @@ pub fn run(args: Args, process_start: Instant) -> Result<u8, String> {
     };
     let mut event_manager =
         VmmEventManager::new().map_err(|e| format!("cannot create the event loop: {e:?}"))?;
-    let mut controller = VmmController::new(&args.id, options, PrebootConfigurator::new(config));
+    let mut controller = VmmController::new(&args.id, options, resources);
     // Before the socket exists, so that no stop signal can leave it behind.
     controller
         .watch_stop_signals(&mut event_manager)

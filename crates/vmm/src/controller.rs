@@ -5,13 +5,13 @@
 //! request wakes the loop without any lock shared with the API thread.
 
 use crate::builder::{build_microvm, BuildOptions};
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, NetworkInterfaceError};
 use crate::event_loop::{SignalWatcher, VmExit, VmmEventManager};
 use crate::metrics::{MetricsSink, StartupTimes, VmmCounters};
 use crate::microvm::{MicroVm, VmState};
 use crate::rpc::{
-    ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmActionError,
-    VmmData, VmmResponse, VMM_VERSION,
+    ApiRequest, InstanceInfo, InstanceState, VmResources, VmmAction, VmmActionError, VmmData,
+    VmmResponse, VMM_VERSION,
 };
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use std::sync::atomic::Ordering;
@@ -37,7 +37,7 @@ impl MutEventSubscriber for ApiWakeup {
 pub struct VmmController {
     instance_id: String,
     options: BuildOptions,
-    preboot: PrebootConfigurator,
+    resources: VmResources,
     microvm: Option<MicroVm>,
     requests: Option<Receiver<ApiRequest>>,
     metrics: Option<MetricsSink>,
@@ -46,11 +46,11 @@ pub struct VmmController {
 }
 
 impl VmmController {
-    pub fn new(instance_id: &str, options: BuildOptions, preboot: PrebootConfigurator) -> Self {
+    pub fn new(instance_id: &str, options: BuildOptions, resources: VmResources) -> Self {
         VmmController {
             instance_id: instance_id.to_string(),
             options,
-            preboot,
+            resources,
             microvm: None,
             requests: None,
             metrics: None,
@@ -90,10 +90,10 @@ impl VmmController {
     /// Opens the metrics file named by `config`.
     fn open_metrics(&mut self, config: &MetricsConfig) -> Result<(), VmmActionError> {
         let id = config.emit_id.then(|| self.instance_id.clone());
-        let sink = MetricsSink::open(&config.metrics_path, id).map_err(|e| {
+        let sink = MetricsSink::open(&config.metrics_path, id).map_err(|source| {
             VmmActionError::MetricsFile {
-                path: config.metrics_path.display().to_string(),
-                reason: e.to_string(),
+                path: config.metrics_path.clone(),
+                source,
             }
         })?;
         self.metrics = Some(sink);
@@ -116,17 +116,16 @@ impl VmmController {
             sections.insert("api_server".into(), startup);
         }
         sink.write_line(sections)
-            .map_err(|e| VmmActionError::Internal(format!("Cannot write metrics: {e}")))
+            .map_err(VmmActionError::MetricsWrite)
     }
 
     /// Boots the configured VM (InstanceStart).
     pub fn start(&mut self, event_manager: &mut VmmEventManager) -> Result<(), VmmActionError> {
-        let config = self.preboot.config_for_start()?;
-        if let (Some(metrics), None) = (&config.metrics, &self.metrics) {
+        let config = self.resources.config_for_start()?;
+        if let (Some(metrics), None) = (config.metrics(), &self.metrics) {
             self.open_metrics(&metrics.clone())?;
         }
-        let microvm = build_microvm(&config, event_manager, &self.options)
-            .map_err(|e| VmmActionError::StartMicrovm(e.to_string()))?;
+        let microvm = build_microvm(&config, event_manager, &self.options)?;
         self.microvm = Some(microvm);
         Ok(())
     }
@@ -237,24 +236,25 @@ impl VmmController {
             VmmAction::GetVersion => Ok(VmmData::Version(VMM_VERSION.to_string())),
             VmmAction::FlushMetrics => self.flush_metrics().map(|()| VmmData::Empty),
             VmmAction::ConfigureMetrics(metrics) => {
-                if self.preboot.config().metrics.is_some() {
+                if self.resources.config().metrics.is_some() {
                     return Err(VmmActionError::MetricsAlreadyConfigured);
                 }
                 self.open_metrics(&metrics)?;
-                self.preboot
+                self.resources
                     .apply(&VmmAction::ConfigureMetrics(metrics))
                     .unwrap_or(Ok(VmmData::Empty))
             }
             VmmAction::StartInstance => self.start(event_manager).map(|()| VmmData::Empty),
-            VmmAction::ConfigureLogger(config) => crate::logger::update(&config)
-                .map(|()| VmmData::Empty)
-                .map_err(|e| VmmActionError::Logger(e.to_string())),
+            VmmAction::ConfigureLogger(config) => {
+                crate::logger::update(&config)?;
+                Ok(VmmData::Empty)
+            }
             VmmAction::Pause
             | VmmAction::Resume
             | VmmAction::SendCtrlAltDel
             | VmmAction::PatchDrive(_)
             | VmmAction::PatchNetworkInterface(_) => self.handle_runtime(action, event_manager),
-            other => self.preboot.apply(&other).unwrap_or(Ok(VmmData::Empty)),
+            other => self.resources.apply(&other).unwrap_or(Ok(VmmData::Empty)),
         }
     }
 
@@ -267,43 +267,17 @@ impl VmmController {
             .microvm
             .as_mut()
             .ok_or(VmmActionError::NotSupportedBeforeStart)?;
-        let internal = |e: crate::microvm::MicroVmError| VmmActionError::Internal(e.to_string());
         match action {
-            VmmAction::Pause => microvm.pause(event_manager).map_err(internal)?,
-            VmmAction::Resume => microvm.resume(event_manager).map_err(internal)?,
-            VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del().map_err(internal)?,
+            VmmAction::Pause => microvm.pause(event_manager)?,
+            VmmAction::Resume => microvm.resume(event_manager)?,
+            VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del()?,
             VmmAction::PatchDrive(update) => {
-                if update.rate_limiter.is_some() {
-                    return Err(VmmActionError::InvalidConfig(
-                        crate::config::ConfigError::RateLimiter(format!(
-                            "drive {:?}",
-                            update.drive_id
-                        )),
-                    ));
-                }
-                let Some(path) = update.path_on_host else {
-                    return Err(VmmActionError::EmptyPatch);
-                };
-                let mut drive = self
-                    .preboot
-                    .config()
-                    .drives
-                    .iter()
-                    .find(|d| d.drive_id == update.drive_id)
-                    .cloned()
-                    .ok_or(VmmActionError::NotFound {
-                        kind: "Drive",
-                        id: update.drive_id.clone(),
-                    })?;
-                drive.path_on_host = path;
-                microvm.update_drive(&drive).map_err(internal)?;
-                self.preboot.record_drive_update(drive);
+                let drive = self.resources.updated_drive(&update)?;
+                microvm.update_drive(&drive)?;
+                self.resources.record_drive_update(drive);
             }
             VmmAction::PatchNetworkInterface(update) => {
-                return Err(VmmActionError::Internal(format!(
-                    "Network interface {:?}: rate limiters are not supported by Ember yet.",
-                    update.iface_id
-                )))
+                return Err(NetworkInterfaceError::RateLimiterUpdate(update.iface_id).into())
             }
             _ => {}
         }

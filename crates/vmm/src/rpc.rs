@@ -1,21 +1,23 @@
 //! The requests the VMM thread serves and their replies, shared by the REST API and the CLI.
 //!
 //! A client sends an [`ApiRequest`]: a [`VmmAction`] plus the channel the reply goes back on.
-//! Pre-boot configuration is applied by a [`PrebootConfigurator`]; actions on a running VM are
-//! carried out by the VMM thread itself. Every [`VmmActionError`] displays as the
-//! `fault_message` a Firecracker client expects.
+//! Whether an action may run before or after boot is decided here, by
+//! [`VmmAction::check_allowed`], and nowhere else. The VM's configuration is kept and changed
+//! by [`VmResources`]; actions on a running VM are carried out by the VMM thread itself.
+//! Every [`VmmActionError`] displays as the `fault_message` a Firecracker client expects.
 
-mod preboot;
+mod error;
+mod resources;
 
 use crate::config::{
-    BootSourceConfig, ConfigError, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig,
-    NetworkInterfaceConfig, VmConfig,
+    BootSourceConfig, DriveConfig, DriveUpdate, LoggerConfig, MachineConfig, MachineConfigUpdate,
+    MetricsConfig, NetworkInterfaceConfig, NetworkInterfaceUpdate, VmConfig,
 };
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 
-pub use preboot::PrebootConfigurator;
+pub use error::{Resource, VmmActionError};
+pub use resources::VmResources;
 
 /// What the VMM thread answers to one action.
 pub type VmmResponse = Result<VmmData, VmmActionError>;
@@ -126,64 +128,6 @@ impl VmmAction {
     }
 }
 
-/// The body of `PATCH /machine-config`: only the fields present change.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachineConfigUpdate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vcpu_count: Option<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem_size_mib: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub smt: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track_dirty_pages: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub huge_pages: Option<String>,
-}
-
-impl MachineConfigUpdate {
-    /// True when the update names no field (Firecracker refuses such a PATCH).
-    pub fn is_empty(&self) -> bool {
-        *self == MachineConfigUpdate::default()
-    }
-
-    /// `base` with the fields of this update written over it.
-    pub fn apply_to(&self, base: &MachineConfig) -> MachineConfig {
-        MachineConfig {
-            vcpu_count: self.vcpu_count.unwrap_or(base.vcpu_count),
-            mem_size_mib: self.mem_size_mib.unwrap_or(base.mem_size_mib),
-            smt: self.smt.unwrap_or(base.smt),
-            track_dirty_pages: self.track_dirty_pages.unwrap_or(base.track_dirty_pages),
-            huge_pages: self.huge_pages.clone().or_else(|| base.huge_pages.clone()),
-        }
-    }
-}
-
-/// The body of `PATCH /drives/{id}` (Firecracker's `PartialDrive`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DriveUpdate {
-    pub drive_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_on_host: Option<PathBuf>,
-    /// Rate limiters are not implemented; an update that sets one is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiter: Option<serde_json::Value>,
-}
-
-/// The body of `PATCH /network-interfaces/{id}` (Firecracker's `PartialNetworkInterface`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkInterfaceUpdate {
-    pub iface_id: String,
-    /// Rate limiters are not implemented; an update that sets one is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rx_rate_limiter: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tx_rate_limiter: Option<serde_json::Value>,
-}
-
 /// Where the VM is in its life, as `GET /` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InstanceState {
@@ -226,120 +170,23 @@ pub enum VmmData {
     Version(String),
 }
 
-/// What an error is about. Firecracker starts a `fault_message` with it ("Drive config
-/// error: ..."), and clients match on that.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resource {
-    BootSource,
-    MachineConfig,
-    Drive,
-    NetworkInterface,
-    Metrics,
-    Logger,
-    StartMicrovm,
-}
-
-impl std::fmt::Display for Resource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Resource::BootSource => "Boot source error",
-            Resource::MachineConfig => "Machine config error",
-            Resource::Drive => "Drive config error",
-            Resource::NetworkInterface => "Network config error",
-            Resource::Metrics => "Metrics error",
-            Resource::Logger => "Logger error",
-            Resource::StartMicrovm => "Start microvm error",
-        })
-    }
-}
-
-/// Why the VMM thread refused or failed an action; `Display` is the `fault_message`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum VmmActionError {
-    /// `error`, about `resource`: shown as "<Resource> error: <error>".
-    #[error("{resource}: {error}")]
-    About {
-        resource: Resource,
-        error: Box<VmmActionError>,
-    },
-    /// A file the request names cannot be used (kernel, initrd, disk); the text says which
-    /// file and why.
-    #[error("{0}")]
-    HostFile(String),
-    #[error("The requested operation is not supported before starting the microVM.")]
-    NotSupportedBeforeStart,
-    #[error("The requested operation is not supported after starting the microVM.")]
-    NotSupportedAfterStart,
-    #[error("{0}")]
-    InvalidConfig(#[from] ConfigError),
-    #[error("A root block device already exists!")]
-    RootDeviceExists,
-    #[error("The MAC address is already in use: {0}")]
-    GuestMacInUse(String),
-    #[error("Empty PATCH request.")]
-    EmptyPatch,
-    #[error("Cannot start microvm without kernel configuration.")]
-    MissingKernelConfig,
-    #[error("{kind} {id:?} does not exist.")]
-    NotFound { kind: &'static str, id: String },
-    #[error("Cannot initialize the metrics system due to bad user input: Reinitialization of metrics not allowed.")]
-    MetricsAlreadyConfigured,
-    #[error("The metrics system is not initialized: configure it with PUT /metrics first.")]
-    MetricsNotConfigured,
-    #[error("Cannot configure the logger: {0}")]
-    Logger(String),
-    #[error("Cannot initialize the metrics system due to bad user input: {path}: {reason}")]
-    MetricsFile { path: String, reason: String },
-    /// Starting the VM failed; the text says where.
-    #[error("{0}")]
-    StartMicrovm(String),
-    /// A post-boot operation failed; the text says which and why.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl VmmActionError {
-    /// This error as Firecracker reports it for `resource`. Errors already about a resource,
-    /// and the "not supported before/after start" refusals (which Firecracker reports bare),
-    /// are left as they are.
-    pub fn about(self, resource: Resource) -> Self {
-        match self {
-            VmmActionError::About { .. }
-            | VmmActionError::NotSupportedBeforeStart
-            | VmmActionError::NotSupportedAfterStart => self,
-            error => VmmActionError::About {
-                resource,
-                error: Box::new(error),
-            },
-        }
-    }
-
-    /// This error as Firecracker reports it for `action`.
-    pub fn for_action(self, action: &VmmAction) -> Self {
-        match action.resource() {
-            Some(resource) => self.about(resource),
-            None => self,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn phases_follow_firecracker() {
-        assert_eq!(
+        assert!(matches!(
             VmmAction::StartInstance.check_allowed(true),
             Err(VmmActionError::NotSupportedAfterStart)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             VmmAction::Pause.check_allowed(false),
             Err(VmmActionError::NotSupportedBeforeStart)
-        );
-        assert_eq!(VmmAction::GetVmConfig.check_allowed(false), Ok(()));
-        assert_eq!(VmmAction::GetVmConfig.check_allowed(true), Ok(()));
-        assert_eq!(VmmAction::SendCtrlAltDel.check_allowed(true), Ok(()));
+        ));
+        assert!(VmmAction::GetVmConfig.check_allowed(false).is_ok());
+        assert!(VmmAction::GetVmConfig.check_allowed(true).is_ok());
+        assert!(VmmAction::SendCtrlAltDel.check_allowed(true).is_ok());
     }
 
     #[test]
@@ -360,14 +207,5 @@ mod tests {
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["state"], "Not started");
         assert_eq!(json["app_name"], APP_NAME);
-    }
-
-    #[test]
-    fn machine_config_update_merges() {
-        let update: MachineConfigUpdate = serde_json::from_str(r#"{"vcpu_count": 4}"#).unwrap();
-        let merged = update.apply_to(&MachineConfig::default());
-        assert_eq!((merged.vcpu_count, merged.mem_size_mib), (4, 128));
-        assert!(!update.is_empty());
-        assert!(MachineConfigUpdate::default().is_empty());
     }
 }

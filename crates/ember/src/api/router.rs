@@ -2,8 +2,10 @@
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use vmm::config::{DriveConfig, NetworkInterfaceConfig};
-use vmm::rpc::{DriveUpdate, MachineConfigUpdate, NetworkInterfaceUpdate, VmmAction};
+use vmm::config::{
+    DriveConfig, DriveUpdate, MachineConfigUpdate, NetworkInterfaceConfig, NetworkInterfaceUpdate,
+};
+use vmm::rpc::VmmAction;
 
 /// Firecracker resources Ember does not serve.
 pub const UNSUPPORTED: &[&str] = &[

@@ -1,5 +1,5 @@
 //! The API end to end: raw bytes over a real socket, answered by a fake VMM thread that
-//! serves actions from a `PrebootConfigurator`.
+//! serves actions from a `VmResources`.
 
 use super::{ApiError, ApiServer};
 use std::io::{Read, Write};
@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 use std::{fs, thread};
 use vmm::rpc::{
-    ActionPhase, ApiRequest, InstanceInfo, InstanceState, PrebootConfigurator, VmmAction, VmmData,
+    ActionPhase, ApiRequest, InstanceInfo, InstanceState, VmResources, VmmAction, VmmData,
     VmmResponse, DEFAULT_INSTANCE_ID, VMM_VERSION,
 };
 use vmm_sys_util::eventfd::EventFd;
@@ -24,7 +24,7 @@ fn socket_path() -> PathBuf {
 
 /// Answers like the VMM thread will: configuration before start, state changes after.
 fn fake_vmm(requests: Receiver<ApiRequest>) {
-    let mut config = PrebootConfigurator::default();
+    let mut config = VmResources::default();
     let mut state = InstanceState::NotStarted;
     for (action, reply) in requests {
         let answer = answer(&mut config, &mut state, &action);
@@ -32,11 +32,7 @@ fn fake_vmm(requests: Receiver<ApiRequest>) {
     }
 }
 
-fn answer(
-    config: &mut PrebootConfigurator,
-    state: &mut InstanceState,
-    action: &VmmAction,
-) -> VmmResponse {
+fn answer(config: &mut VmResources, state: &mut InstanceState, action: &VmmAction) -> VmmResponse {
     let started = *state != InstanceState::NotStarted;
     action.check_allowed(started)?;
     match action {
@@ -106,7 +102,7 @@ fn fault(text: &str) -> String {
 }
 
 /// A file with an ELF header and a disk image, for requests to name: the fake VMM's
-/// `PrebootConfigurator` opens them at the PUT, as the real one does.
+/// `VmResources` opens them at the PUT, as the real one does.
 fn fixture(name: &str) -> String {
     static DIR: std::sync::OnceLock<vmm_sys_util::tempdir::TempDir> = std::sync::OnceLock::new();
     let dir = DIR.get_or_init(|| {
@@ -361,7 +357,7 @@ fn answer_wire_answers_like_the_server() {
     for wire in wires {
         let sock = serve();
         let from_server = exchange(&sock, &wire);
-        let mut config = PrebootConfigurator::default();
+        let mut config = VmResources::default();
         let mut state = InstanceState::NotStarted;
         let direct = super::answer_wire(wire.as_bytes(), |action| {
             answer(&mut config, &mut state, &action)

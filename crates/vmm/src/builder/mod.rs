@@ -1,4 +1,4 @@
-//! `VmConfig` -> a running `MicroVm`: memory, kernel, devices, vCPUs. Nothing else.
+//! `ValidVmConfig` -> a running `MicroVm`: memory, kernel, devices, vCPUs. Nothing else.
 
 use crate::arch::x86_64::boot_params::{
     write_pvh_start_info, write_zero_page, BootInfo, BootParamsError,
@@ -6,7 +6,7 @@ use crate::arch::x86_64::boot_params::{
 use crate::arch::x86_64::cpuid::CpuTopology;
 use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::BootProtocol;
-use crate::config::{ConfigError, VmConfig};
+use crate::config::ValidVmConfig;
 use crate::device_manager::{DeviceManager, DeviceManagerError, LegacyOptions, Wiring};
 use crate::devices::Bus;
 mod virtio;
@@ -31,8 +31,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
     #[error("{0}")]
     Kvm(#[from] KvmError),
     #[error("{0}")]
@@ -79,18 +77,14 @@ pub(crate) fn clone_fd(fd: &EventFd) -> Result<EventFd, BuildError> {
 }
 
 /// Builds the VM described by `config`, registers its fds with `event_manager` and starts
-/// its vCPUs.
+/// its vCPUs. The config was validated when it was made, so nothing here checks it again.
 pub fn build_microvm(
-    config: &VmConfig,
+    config: &ValidVmConfig,
     event_manager: &mut VmmEventManager,
     options: &BuildOptions,
 ) -> Result<MicroVm, BuildError> {
-    config.validate()?;
-    let boot_source = config
-        .boot_source
-        .as_ref()
-        .ok_or(ConfigError::MissingBootSource)?;
-    let machine = &config.machine_config;
+    let boot_source = config.boot_source();
+    let machine = config.machine_config();
     // Opened and checked first, so a missing file or a directory is reported as such, not as
     // "not a PVM kernel".
     let kernel_path = &boot_source.kernel_image_path;
@@ -120,8 +114,8 @@ pub fn build_microvm(
         process_start: options.process_start,
     };
     let reset_request = devices.attach_legacy(&mut wiring, &legacy)?;
-    virtio::attach_drives(&mut devices, &mut wiring, &config.drives)?;
-    virtio::attach_network_interfaces(&mut devices, &mut wiring, &config.network_interfaces)?;
+    virtio::attach_drives(&mut devices, &mut wiring, config.drives())?;
+    virtio::attach_network_interfaces(&mut devices, &mut wiring, config.network_interfaces())?;
 
     let cmdline =
         loader::build_cmdline(boot_source.boot_args_or_default(), devices.cmdline_args())?;

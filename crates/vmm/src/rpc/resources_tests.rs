@@ -1,6 +1,6 @@
 use super::*;
-use crate::config::CacheType;
-use crate::rpc::{DriveUpdate, VmmAction::*};
+use crate::config::{BootSourceError, CacheType, MachineConfigError, NetworkInterfaceError};
+use crate::rpc::VmmAction::*;
 use std::path::{Path, PathBuf};
 use vmm_sys_util::tempdir::TempDir;
 
@@ -35,8 +35,9 @@ impl Files {
     }
 }
 
-fn about(resource: Resource, error: impl Into<VmmActionError>) -> VmmActionError {
-    error.into().about(resource)
+/// The `fault_message` of `error` about `resource`.
+fn about(resource: Resource, error: impl Into<VmmActionError>) -> String {
+    error.into().about(resource).to_string()
 }
 
 fn drive_at(id: &str, root: bool, path: &Path) -> DriveConfig {
@@ -62,11 +63,11 @@ fn iface(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
     }
 }
 
-fn apply(cfg: &mut PrebootConfigurator, action: VmmAction) -> VmmResponse {
+fn apply(cfg: &mut VmResources, action: VmmAction) -> VmmResponse {
     cfg.apply(&action).expect("a pre-boot action")
 }
 
-fn drive_ids(cfg: &PrebootConfigurator) -> Vec<&str> {
+fn drive_ids(cfg: &VmResources) -> Vec<&str> {
     cfg.config()
         .drives
         .iter()
@@ -76,14 +77,14 @@ fn drive_ids(cfg: &PrebootConfigurator) -> Vec<&str> {
 
 #[test]
 fn get_machine_config_returns_defaults_before_any_put() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let got = apply(&mut cfg, GetMachineConfig).unwrap();
     assert_eq!(got, VmmData::MachineConfig(MachineConfig::default()));
 }
 
 #[test]
 fn boot_source_is_replaced_and_validated() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     apply(&mut cfg, ConfigureBootSource(files.kernel("console=ttyS0"))).unwrap();
     apply(&mut cfg, ConfigureBootSource(files.kernel("quiet"))).unwrap();
@@ -92,10 +93,10 @@ fn boot_source_is_replaced_and_validated() {
     let long = files.kernel(&"x".repeat(4096));
     let err = apply(&mut cfg, ConfigureBootSource(long)).unwrap_err();
     assert_eq!(
-        err,
+        err.to_string(),
         about(
             Resource::BootSource,
-            ConfigError::CmdlineTooLong { len: 4096 }
+            BootSourceError::CmdlineTooLong { len: 4096 }
         )
     );
     let boot = cfg.config().boot_source.as_ref().unwrap();
@@ -108,7 +109,7 @@ fn boot_source_is_replaced_and_validated() {
 
 #[test]
 fn put_machine_config_replaces_and_patch_merges() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let machine = MachineConfig {
         vcpu_count: 2,
         mem_size_mib: 256,
@@ -127,7 +128,7 @@ fn put_machine_config_replaces_and_patch_merges() {
 
 #[test]
 fn invalid_machine_config_is_refused_whole() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let update = MachineConfigUpdate {
         vcpu_count: Some(3),
         smt: Some(true),
@@ -136,20 +137,20 @@ fn invalid_machine_config_is_refused_whole() {
     };
     let err = apply(&mut cfg, PatchMachineConfig(update)).unwrap_err();
     assert_eq!(
-        err,
-        about(Resource::MachineConfig, ConfigError::VcpuCountSmt(3))
+        err.to_string(),
+        about(Resource::MachineConfig, MachineConfigError::VcpuCountSmt(3))
     );
     assert_eq!(cfg.config().machine_config, MachineConfig::default());
     let err = apply(&mut cfg, PatchMachineConfig(Default::default())).unwrap_err();
     assert_eq!(
-        err,
+        err.to_string(),
         about(Resource::MachineConfig, VmmActionError::EmptyPatch)
     );
 }
 
 #[test]
 fn put_drive_with_existing_id_replaces_it() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     apply(&mut cfg, InsertDrive(files.drive("data", false))).unwrap();
     let mut again = files.drive("data", false);
@@ -161,7 +162,7 @@ fn put_drive_with_existing_id_replaces_it() {
 
 #[test]
 fn root_drive_goes_first_and_a_second_is_refused() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     apply(&mut cfg, InsertDrive(files.drive("data", false))).unwrap();
     apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
@@ -182,7 +183,7 @@ fn root_drive_goes_first_and_a_second_is_refused() {
 
 #[test]
 fn drive_ids_and_rate_limiters_are_validated() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     let err = apply(&mut cfg, InsertDrive(files.drive("bad id", false))).unwrap_err();
     assert!(
@@ -198,7 +199,7 @@ fn drive_ids_and_rate_limiters_are_validated() {
 
 #[test]
 fn network_interfaces_replace_by_id_and_keep_macs_unique() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let mac = "06:00:AC:10:00:02";
     apply(
         &mut cfg,
@@ -228,39 +229,60 @@ fn network_interfaces_replace_by_id_and_keep_macs_unique() {
     )
     .unwrap_err();
     assert_eq!(
-        err,
+        err.to_string(),
         about(
             Resource::NetworkInterface,
-            ConfigError::DuplicateHostDev("tap1".into())
+            NetworkInterfaceError::DuplicateHostDev("tap1".into())
         )
     );
 }
 
 #[test]
-fn post_boot_actions_are_refused_before_start() {
-    let mut cfg = PrebootConfigurator::default();
+fn vmm_thread_actions_are_left_to_it() {
+    let mut cfg = VmResources::default();
     let patch = DriveUpdate {
         drive_id: "rootfs".into(),
         path_on_host: Some("/new".into()),
         rate_limiter: None,
     };
+    for action in [StartInstance, FlushMetrics, GetInstanceInfo, GetVersion] {
+        assert!(cfg.apply(&action).is_none());
+    }
+    // Refused before start by `check_allowed`, the one place phases are decided.
     for action in [Pause, Resume, SendCtrlAltDel, PatchDrive(patch)] {
-        let err = apply(&mut cfg, action).unwrap_err();
-        assert_eq!(err, VmmActionError::NotSupportedBeforeStart);
+        assert!(cfg.apply(&action).is_none());
+        let err = action.check_allowed(false).unwrap_err();
+        assert!(matches!(err, VmmActionError::NotSupportedBeforeStart));
     }
 }
 
 #[test]
-fn vmm_thread_actions_are_left_to_it() {
-    let mut cfg = PrebootConfigurator::default();
-    for action in [StartInstance, FlushMetrics, GetInstanceInfo, GetVersion] {
-        assert_eq!(cfg.apply(&action), None);
-    }
+fn drive_updates_name_the_drive_and_its_new_file() {
+    let mut cfg = VmResources::default();
+    let files = Files::new();
+    apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
+    let mut update = DriveUpdate {
+        drive_id: "rootfs".into(),
+        path_on_host: Some("/new".into()),
+        rate_limiter: None,
+    };
+    let drive = cfg.updated_drive(&update).unwrap();
+    assert_eq!(drive.path_on_host, PathBuf::from("/new"));
+    assert!(drive.is_root_device);
+    cfg.record_drive_update(drive.clone());
+    assert_eq!(cfg.config().drives, [drive]);
+    update.drive_id = "data".into();
+    let err = cfg.updated_drive(&update).unwrap_err();
+    assert_eq!(err.to_string(), "Drive \"data\" does not exist.");
+    update.path_on_host = None;
+    update.rate_limiter = Some(serde_json::json!({}));
+    let err = cfg.updated_drive(&update).unwrap_err();
+    assert!(err.to_string().contains("rate limiters"), "{err}");
 }
 
 #[test]
 fn start_needs_a_kernel_and_returns_the_config() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     apply(&mut cfg, InsertDrive(files.drive("rootfs", true))).unwrap();
     assert_eq!(
@@ -269,43 +291,42 @@ fn start_needs_a_kernel_and_returns_the_config() {
     );
     apply(&mut cfg, ConfigureBootSource(files.kernel("console=ttyS0"))).unwrap();
     let config = cfg.config_for_start().unwrap();
-    assert_eq!(config.drives.len(), 1);
+    assert_eq!(config.drives().len(), 1);
     let got = apply(&mut cfg, GetVmConfig).unwrap();
-    assert_eq!(got, VmmData::VmConfig(Box::new(config)));
+    assert_eq!(got, VmmData::VmConfig(Box::new(config.to_vm_config())));
 }
 
 #[test]
 fn metrics_can_be_configured_once() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let metrics = crate::config::MetricsConfig {
         metrics_path: "/tmp/m".into(),
         emit_id: true,
     };
     assert_eq!(
-        apply(&mut cfg, ConfigureMetrics(metrics.clone())),
-        Ok(VmmData::Empty)
+        apply(&mut cfg, ConfigureMetrics(metrics.clone())).unwrap(),
+        VmmData::Empty
     );
     assert_eq!(cfg.config().metrics.as_ref(), Some(&metrics));
     assert_eq!(
-        apply(&mut cfg, ConfigureMetrics(metrics)),
-        Err(about(
-            Resource::Metrics,
-            VmmActionError::MetricsAlreadyConfigured
-        ))
+        apply(&mut cfg, ConfigureMetrics(metrics))
+            .unwrap_err()
+            .to_string(),
+        about(Resource::Metrics, VmmActionError::MetricsAlreadyConfigured)
     );
-    assert_eq!(
-        ConfigureMetrics(crate::config::MetricsConfig {
-            metrics_path: "/m".into(),
-            emit_id: false
-        })
-        .check_allowed(true),
+    let again = ConfigureMetrics(crate::config::MetricsConfig {
+        metrics_path: "/m".into(),
+        emit_id: false,
+    });
+    assert!(matches!(
+        again.check_allowed(true),
         Err(VmmActionError::NotSupportedAfterStart)
-    );
+    ));
 }
 
 #[test]
 fn boot_files_are_checked_at_the_put() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     let mut boot = files.kernel("console=ttyS0");
     for (path, why) in [
@@ -344,7 +365,7 @@ fn boot_files_are_checked_at_the_put() {
 
 #[test]
 fn drive_files_are_checked_at_the_put() {
-    let mut cfg = PrebootConfigurator::default();
+    let mut cfg = VmResources::default();
     let files = Files::new();
     let missing = drive_at("data", false, &files.path("missing.img"));
     let err = apply(&mut cfg, InsertDrive(missing)).unwrap_err();
