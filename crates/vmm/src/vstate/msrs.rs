@@ -7,6 +7,10 @@ use kvm_ioctls::{Kvm, VcpuFd};
 
 /// Arms the LAPIC timer relative to the TSC, so it is written after MSR_IA32_TSC.
 const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// Hyper-V's synthetic MSRs. Ember's CPUID advertises no Hyper-V interface, so the guest
+/// never uses them; yet KVM lists them and lets the host read them, and some are running
+/// counters (the reference time counter, the vCPU's run time).
+const HYPERV_MSRS: std::ops::RangeInclusive<u32> = 0x4000_0000..=0x4000_00ff;
 
 /// The MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST: the hardware MSRs it
 /// virtualises and those it emulates, the KVM clock's among them), in restore order.
@@ -17,7 +21,12 @@ pub fn msrs_to_save(kvm_fd: &Kvm) -> Result<Vec<u32>, VcpuStateError> {
     let list = kvm_fd
         .get_msr_index_list()
         .map_err(kvm("KVM_GET_MSR_INDEX_LIST"))?;
-    let mut indices = list.as_slice().to_vec();
+    let mut indices: Vec<u32> = list
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|index| !HYPERV_MSRS.contains(index))
+        .collect();
     // KVM decides whether a deadline is already due from the TSC at the time of the write.
     if let Some(at) = indices.iter().position(|&i| i == MSR_IA32_TSC_DEADLINE) {
         let deadline = indices.remove(at);

@@ -75,6 +75,13 @@ fn vcpu_and_vm_state_survive_a_restore_into_a_fresh_vm() {
         vm_state.without_clock_readings()
     );
     for (index, (again, first)) in vcpus_again.iter().zip(&vcpu_states).enumerate() {
+        let (x, y) = (
+            again.without_clock_readings(),
+            first.without_clock_readings(),
+        );
+        let msrs: Vec<_> = x.msrs.iter().zip(&y.msrs).filter(|(m, n)| m != n).collect();
+        assert!(msrs.is_empty(), "vCPU {index}: MSRs differ: {msrs:x?}");
+        assert_eq!(x.msrs.len(), y.msrs.len(), "vCPU {index}");
         assert_eq!(
             again.without_clock_readings(),
             first.without_clock_readings(),
