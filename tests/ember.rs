@@ -91,9 +91,15 @@ pub struct EmberProcess {
 impl EmberProcess {
     /// Starts ember with `args`; stdout and stderr are collected in the background.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with(&ember(), args, &[])
+    }
+
+    /// Starts the ember binary `bin` with `args` and extra environment `envs`.
+    pub fn spawn_with(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         use std::process::Stdio;
-        let mut child = Command::new(ember())
+        let mut child = Command::new(bin)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

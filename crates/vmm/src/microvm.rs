@@ -3,13 +3,17 @@
 use crate::device_manager::{lock, DeviceKind, DeviceManager, DeviceManagerError};
 use crate::devices::virtio::Block;
 use crate::event_loop::{StopWatcher, VmExit, VmmEventManager};
-use crate::vstate::vcpu::VcpuCommand;
+use crate::vstate::vcpu::{VcpuCommand, VcpuResponse, VcpuResponseKind};
+use crate::vstate::vcpu_state::VcpuStateError;
 use crate::vstate::vm::Vm;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+mod state;
+pub use state::VcpusAndVmState;
 
 /// How long to wait for a vCPU to acknowledge a command before kicking it again.
 const KICK_RETRY: Duration = Duration::from_millis(10);
@@ -26,8 +30,22 @@ pub struct VcpuHandle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MicroVmError {
-    #[error("vCPU {0} did not answer a {1:?} request")]
-    VcpuUnresponsive(usize, VcpuCommand),
+    #[error("vCPU {0} did not answer a {1} request")]
+    VcpuUnresponsive(usize, &'static str),
+    #[error("vCPU {index}: {source}")]
+    VcpuState { index: u8, source: VcpuStateError },
+    #[error("vCPU {index} answered a {command} request with {answer}")]
+    UnexpectedResponse {
+        index: u8,
+        command: &'static str,
+        answer: &'static str,
+    },
+    #[error("the VM must be paused first")]
+    NotPaused,
+    #[error("the saved state has {saved} vCPUs, this VM {present}")]
+    VcpuCount { saved: usize, present: usize },
+    #[error(transparent)]
+    VmState(#[from] crate::vstate::vm_state::VmStateError),
     #[error("the guest is not reading its keyboard: {0}")]
     Keyboard(String),
     #[error(transparent)]
@@ -46,7 +64,7 @@ pub enum VmState {
 pub struct MicroVm {
     pub(crate) vm: Vm,
     pub(crate) vcpus: Vec<VcpuHandle>,
-    pub(crate) acks: Receiver<VcpuCommand>,
+    pub(crate) responses: Receiver<VcpuResponse>,
     pub(crate) stop_watcher: Arc<Mutex<StopWatcher>>,
     pub(crate) devices: DeviceManager,
     pub(crate) state: VmState,
@@ -90,16 +108,17 @@ impl MicroVm {
     /// every device, so that nothing touches guest memory or raises an interrupt until
     /// [`MicroVm::resume`].
     pub fn pause(&mut self, event_manager: &mut VmmEventManager) -> Result<(), MicroVmError> {
-        self.command_all(VcpuCommand::Pause)?;
+        self.command_all(|_| VcpuCommand::Pause)?;
         self.devices.pause(event_manager)?;
         self.state = VmState::Paused;
+        self.test_hook_state_round_trip();
         Ok(())
     }
 
     /// Devices first, so that work that waited is in the guest's queues as it goes on.
     pub fn resume(&mut self, event_manager: &mut VmmEventManager) -> Result<(), MicroVmError> {
         self.devices.resume(event_manager)?;
-        self.command_all(VcpuCommand::Resume)?;
+        self.command_all(|_| VcpuCommand::Resume)?;
         self.state = VmState::Running;
         Ok(())
     }
@@ -114,39 +133,53 @@ impl MicroVm {
             if vcpu.thread.is_finished() || vcpu.commands.send(VcpuCommand::Pause).is_err() {
                 continue;
             }
-            if let Err(e) = self.wait_for_ack(index, vcpu, VcpuCommand::Pause, PARK_TIMEOUT) {
+            if let Err(e) = self.wait_for_response(index, vcpu, "pause", PARK_TIMEOUT) {
                 log::warn!("{e} while stopping the VM");
             }
         }
         self.state = VmState::Paused;
     }
 
-    fn command_all(&mut self, command: VcpuCommand) -> Result<(), MicroVmError> {
+    /// Sends `command(index)` to each vCPU in turn; their responses, in vCPU order. A vCPU
+    /// that answers with an error ends it there.
+    pub(crate) fn command_all(
+        &self,
+        command: impl Fn(usize) -> VcpuCommand,
+    ) -> Result<Vec<VcpuResponse>, MicroVmError> {
+        let mut responses = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.iter().enumerate() {
+            let command = command(index);
+            let name = command.name();
             if vcpu.commands.send(command).is_err() {
-                return Err(MicroVmError::VcpuUnresponsive(index, command));
+                return Err(MicroVmError::VcpuUnresponsive(index, name));
             }
-            self.wait_for_ack(index, vcpu, command, COMMAND_TIMEOUT)?;
+            let response = self.wait_for_response(index, vcpu, name, COMMAND_TIMEOUT)?;
+            if let VcpuResponseKind::Error(source) = response.kind {
+                let index = response.index;
+                return Err(MicroVmError::VcpuState { index, source });
+            }
+            responses.push(response);
         }
-        Ok(())
+        Ok(responses)
     }
 
     /// A kick can land just before the thread enters KVM_RUN and be lost, so kick again
-    /// until the thread answers.
-    fn wait_for_ack(
+    /// until the thread answers. (A paused thread is not in KVM_RUN: the kick is a no-op.)
+    fn wait_for_response(
         &self,
         index: usize,
         vcpu: &VcpuHandle,
-        command: VcpuCommand,
+        command: &'static str,
         timeout: Duration,
-    ) -> Result<(), MicroVmError> {
+    ) -> Result<VcpuResponse, MicroVmError> {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            if command == VcpuCommand::Pause {
-                let _ = vcpu.thread.kill(SIGRTMIN());
-            }
-            if self.acks.recv_timeout(KICK_RETRY).is_ok() {
-                return Ok(());
+            let _ = vcpu.thread.kill(SIGRTMIN());
+            match self.responses.recv_timeout(KICK_RETRY) {
+                Ok(response) if usize::from(response.index) == index => return Ok(response),
+                // The late answer to a command that timed out earlier.
+                Ok(stale) => log::warn!("dropping a late answer from vCPU {}", stale.index),
+                Err(_) => {}
             }
         }
         Err(MicroVmError::VcpuUnresponsive(index, command))

@@ -20,6 +20,7 @@ use crate::seccomp::BpfProgram;
 use crate::vstate::kvm::{self, KvmError};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::{configure_vcpu, VcpuError, VcpuRunner};
+use crate::vstate::vcpu_state::{msrs_to_save, VcpuStateError};
 use crate::vstate::vm::{Vm, VmError};
 use event_manager::SubscriberOps;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -47,6 +48,8 @@ pub enum BuildError {
     Vcpu(#[from] VcpuError),
     #[error(transparent)]
     Devices(#[from] DeviceManagerError),
+    #[error(transparent)]
+    VcpuState(#[from] VcpuStateError),
     #[error("cannot get the CPUID KVM supports: {0}")]
     SupportedCpuid(kvm_ioctls::Error),
     #[error("cannot create an eventfd: {0}")]
@@ -144,7 +147,8 @@ pub fn build_microvm(
 
     let vcpu_stopped = event_fd()?;
     let (stop_sender, stop_receiver) = channel();
-    let (ack_sender, ack_receiver) = channel();
+    let (response_sender, response_receiver) = channel();
+    let msrs_to_save: Arc<[u32]> = msrs_to_save(&kvm)?.into();
     let pio_bus = Arc::new(pio_bus);
     let mmio_bus = Arc::new(mmio_bus);
     crate::microvm::install_vcpu_kick_handler();
@@ -161,7 +165,8 @@ pub fn build_microvm(
             pio_bus: pio_bus.clone(),
             reset_request: reset_request.clone(),
             commands: command_receiver,
-            acks: ack_sender.clone(),
+            responses: response_sender.clone(),
+            msrs_to_save: msrs_to_save.clone(),
             stops: stop_sender.clone(),
             stop_event: clone_fd(&vcpu_stopped)?,
             seccomp: options.vcpu_seccomp.clone(),
@@ -187,7 +192,7 @@ pub fn build_microvm(
     Ok(MicroVm {
         vm,
         vcpus,
-        acks: ack_receiver,
+        responses: response_receiver,
         stop_watcher,
         devices,
         state: crate::microvm::VmState::Running,

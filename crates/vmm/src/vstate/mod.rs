@@ -2,5 +2,11 @@
 
 pub mod kvm;
 pub mod memory;
+mod msrs;
 pub mod vcpu;
+pub mod vcpu_state;
 pub mod vm;
+pub mod vm_state;
+
+#[cfg(test)]
+mod state_tests;

@@ -1,7 +1,8 @@
 //! vCPUs: their boot state, and the thread that runs each one and dispatches its exits.
 //!
 //! A vCPU thread only runs the guest and forwards MMIO/PIO exits to the buses. It talks to
-//! the VMM thread through channels: commands in (pause, resume), and one stop report out.
+//! the VMM thread through channels: commands in (pause, resume, save or restore its state),
+//! a response to each out, and one stop report out.
 
 use crate::arch::x86_64::cpuid::{normalize_cpuid, CpuTopology};
 use crate::arch::x86_64::msr::{boot_msrs, MsrError};
@@ -10,6 +11,7 @@ use crate::devices::legacy::ResetRequest;
 use crate::devices::Bus;
 use crate::seccomp::{self, BpfProgram, ThreadKind};
 use crate::vstate::memory::GuestMemory;
+use crate::vstate::vcpu_state::{VcpuState, VcpuStateError};
 use kvm_bindings::CpuId;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -67,10 +69,55 @@ pub enum VcpuStop {
 }
 
 /// Commands the VMM thread sends to a vCPU thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum VcpuCommand {
     Pause,
     Resume,
+    /// Only while paused: the thread is then out of KVM_RUN and the state stands still.
+    SaveState,
+    /// Only while paused, like `SaveState`.
+    RestoreState(Box<VcpuState>),
+}
+
+impl VcpuCommand {
+    /// For messages: a state is too big to print.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VcpuCommand::Pause => "pause",
+            VcpuCommand::Resume => "resume",
+            VcpuCommand::SaveState => "save state",
+            VcpuCommand::RestoreState(_) => "restore state",
+        }
+    }
+}
+
+/// A vCPU thread's answer to one command, once it is out of the guest and has applied it.
+#[derive(Debug)]
+pub struct VcpuResponse {
+    pub index: u8,
+    pub kind: VcpuResponseKind,
+}
+
+#[derive(Debug)]
+pub enum VcpuResponseKind {
+    Paused,
+    Resumed,
+    Saved(Box<VcpuState>),
+    Restored,
+    Error(VcpuStateError),
+}
+
+impl VcpuResponseKind {
+    /// For messages: a state is too big to print.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VcpuResponseKind::Paused => "paused",
+            VcpuResponseKind::Resumed => "resumed",
+            VcpuResponseKind::Saved(_) => "saved",
+            VcpuResponseKind::Restored => "restored",
+            VcpuResponseKind::Error(_) => "error",
+        }
+    }
 }
 
 /// Sets CPUID, MSRs, FPU, LAPIC, and (for the boot vCPU, `entry` given) the entry state.
@@ -137,8 +184,10 @@ pub struct VcpuRunner {
     /// Set by the i8042 when the guest resets the CPU; checked after each port write.
     pub reset_request: ResetRequest,
     pub commands: Receiver<VcpuCommand>,
-    /// Acknowledges each command once the thread is out of the guest and has applied it.
-    pub acks: Sender<VcpuCommand>,
+    /// Answers each command once the thread is out of the guest and has applied it.
+    pub responses: Sender<VcpuResponse>,
+    /// The MSRs a saved state holds (see [`crate::vstate::vcpu_state::msrs_to_save`]).
+    pub msrs_to_save: Arc<[u32]>,
     /// Where the stop report goes, with `stop_event` written to wake the VMM thread.
     pub stops: Sender<(u8, VcpuStop)>,
     pub stop_event: EventFd,
@@ -204,8 +253,33 @@ impl VcpuRunner {
                     Err(TryRecvError::Disconnected) => return None,
                 }
             };
-            *paused = command == VcpuCommand::Pause;
-            let _ = self.acks.send(command);
+            let kind = self.apply(command, paused);
+            let index = self.index;
+            let _ = self.responses.send(VcpuResponse { index, kind });
+        }
+    }
+
+    fn apply(&self, command: VcpuCommand, paused: &mut bool) -> VcpuResponseKind {
+        match command {
+            VcpuCommand::Pause => {
+                *paused = true;
+                VcpuResponseKind::Paused
+            }
+            VcpuCommand::Resume => {
+                *paused = false;
+                VcpuResponseKind::Resumed
+            }
+            VcpuCommand::SaveState | VcpuCommand::RestoreState(_) if !*paused => {
+                VcpuResponseKind::Error(VcpuStateError::NotPaused)
+            }
+            VcpuCommand::SaveState => match VcpuState::save(&self.fd, &self.msrs_to_save) {
+                Ok(state) => VcpuResponseKind::Saved(Box::new(state)),
+                Err(e) => VcpuResponseKind::Error(e),
+            },
+            VcpuCommand::RestoreState(state) => match state.restore(&self.fd) {
+                Ok(()) => VcpuResponseKind::Restored,
+                Err(e) => VcpuResponseKind::Error(e),
+            },
         }
     }
 }
