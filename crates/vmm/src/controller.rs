@@ -245,6 +245,18 @@ impl VmmController {
                     .unwrap_or(Ok(VmmData::Empty))
             }
             VmmAction::StartInstance => self.start(event_manager).map(|()| VmmData::Empty),
+            VmmAction::CreateSnapshot(params) => {
+                let microvm = self
+                    .microvm
+                    .as_ref()
+                    .ok_or(VmmActionError::NotSupportedBeforeStart)?;
+                crate::snapshot::create_snapshot(microvm, self.resources.config(), &params)?;
+                Ok(VmmData::Empty)
+            }
+            VmmAction::LoadSnapshot(params) => {
+                self.load_snapshot(&params, event_manager)?;
+                Ok(VmmData::Empty)
+            }
             VmmAction::ConfigureLogger(config) => {
                 crate::logger::update(&config)?;
                 Ok(VmmData::Empty)
@@ -256,6 +268,29 @@ impl VmmController {
             | VmmAction::PatchNetworkInterface(_) => self.handle_runtime(action, event_manager),
             other => self.resources.apply(&other).unwrap_or(Ok(VmmData::Empty)),
         }
+    }
+
+    /// Builds the VM from a snapshot (only before any VM-shaping configuration), and resumes
+    /// it if asked. A failed load leaves the process as it was, able to take another.
+    fn load_snapshot(
+        &mut self,
+        config: &crate::config::LoadSnapshotConfig,
+        event_manager: &mut VmmEventManager,
+    ) -> Result<(), VmmActionError> {
+        if self.resources.vm_configured() {
+            return Err(VmmActionError::LoadSnapshotNotAllowed);
+        }
+        let params = config
+            .validate()
+            .map_err(crate::snapshot::SnapshotError::from)?;
+        let (mut microvm, restored) =
+            crate::snapshot::load_snapshot(&params, event_manager, &self.options)?;
+        if params.resume_vm {
+            microvm.resume(event_manager)?;
+        }
+        self.resources.restored(restored);
+        self.microvm = Some(microvm);
+        Ok(())
     }
 
     fn handle_runtime(

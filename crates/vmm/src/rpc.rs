@@ -10,8 +10,9 @@ mod error;
 mod resources;
 
 use crate::config::{
-    BootSourceConfig, DriveConfig, DriveUpdate, LoggerConfig, MachineConfig, MachineConfigUpdate,
-    MetricsConfig, NetworkInterfaceConfig, NetworkInterfaceUpdate, VmConfig,
+    BootSourceConfig, CreateSnapshotConfig, DriveConfig, DriveUpdate, LoadSnapshotConfig,
+    LoggerConfig, MachineConfig, MachineConfigUpdate, MetricsConfig, NetworkInterfaceConfig,
+    NetworkInterfaceUpdate, VmConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::Sender;
@@ -71,6 +72,10 @@ pub enum VmmAction {
     GetInstanceInfo,
     /// `GET /version`.
     GetVersion,
+    /// `PUT /snapshot/create`: save a paused VM to a state file and a memory file.
+    CreateSnapshot(CreateSnapshotConfig),
+    /// `PUT /snapshot/load`: build the VM from a snapshot, in a process not yet configured.
+    LoadSnapshot(LoadSnapshotConfig),
 }
 
 /// When an action may run.
@@ -92,9 +97,11 @@ impl VmmAction {
             InsertDrive(_) | InsertNetworkInterface(_) | StartInstance | ConfigureMetrics(_) => {
                 ActionPhase::PreBootOnly
             }
+            LoadSnapshot(_) => ActionPhase::PreBootOnly,
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 ActionPhase::PostBootOnly
             }
+            CreateSnapshot(_) => ActionPhase::PostBootOnly,
             GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion | FlushMetrics
             | ConfigureLogger(_) => ActionPhase::Any,
         }
@@ -113,6 +120,8 @@ impl VmmAction {
             ConfigureMetrics(_) | FlushMetrics => Some(Resource::Metrics),
             ConfigureLogger(_) => Some(Resource::Logger),
             StartInstance => Some(Resource::StartMicrovm),
+            CreateSnapshot(_) => Some(Resource::CreateSnapshot),
+            LoadSnapshot(_) => Some(Resource::LoadSnapshot),
             SendCtrlAltDel | Pause | Resume => None,
             GetMachineConfig | GetVmConfig | GetInstanceInfo | GetVersion => None,
         }

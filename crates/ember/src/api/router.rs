@@ -16,7 +16,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "mmds",
     "pmem",
     "serial",
-    "snapshot",
     "vsock",
 ];
 
@@ -104,6 +103,8 @@ fn route_put(tokens: &[&str], body: &[u8]) -> Result<Option<VmmAction>, RouteErr
         ["machine-config"] => VmmAction::PutMachineConfig(json(body)?),
         ["metrics"] => VmmAction::ConfigureMetrics(json(body)?),
         ["logger"] => VmmAction::ConfigureLogger(json(body)?),
+        ["snapshot", "create"] => VmmAction::CreateSnapshot(json(body)?),
+        ["snapshot", "load"] => VmmAction::LoadSnapshot(json(body)?),
         ["drives"] | ["network-interfaces"] => return Err(RouteError::EmptyId),
         ["drives", id] => VmmAction::InsertDrive(with_id(id, body, |d: &DriveConfig| &d.drive_id)?),
         ["network-interfaces", id] => {
@@ -289,7 +290,7 @@ mod tests {
 
     #[test]
     fn unimplemented_firecracker_resources_say_so() {
-        for path in ["/balloon", "/snapshot/create", "/mmds", "/vsock"] {
+        for path in ["/balloon", "/mmds", "/vsock"] {
             let message = fault("PUT", path, "{}");
             assert_eq!(message, format!("{path} is not supported by Ember."));
         }

@@ -8,6 +8,7 @@ use crate::arch::x86_64::mptable::{setup_mptable, MptableError};
 use crate::arch::x86_64::regs::BootProtocol;
 use crate::config::ValidVmConfig;
 use crate::device_manager::{DeviceManager, DeviceManagerError, LegacyOptions, Wiring};
+use crate::devices::legacy::ResetRequest;
 use crate::devices::Bus;
 mod virtio;
 
@@ -102,12 +103,80 @@ pub fn build_microvm(
         Some(path) => Some(loader::load_initrd(&memory, path, &kernel)?),
         None => None,
     };
+    let machinery = attach_devices(&vm, config, event_manager, options)?;
+    let cmdline = loader::build_cmdline(
+        boot_source.boot_args_or_default(),
+        machinery.devices.cmdline_args(),
+    )?;
+    let info = BootInfo {
+        mem_size: (machine.mem_size_mib as u64) << 20,
+        cmdline_size: loader::write_cmdline(&memory, &cmdline)?,
+        initrd,
+        setup_header: kernel.setup_header.as_ref(),
+    };
+    match kernel.entry.protocol {
+        BootProtocol::Pvh => write_pvh_start_info(&memory, &info)?,
+        BootProtocol::Linux64 => write_zero_page(&memory, &info)?,
+    }
+    setup_mptable(&memory, machine.vcpu_count)?;
+    let boot = FreshVcpus {
+        supported_cpuid: kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(BuildError::SupportedCpuid)?,
+        topology: CpuTopology {
+            vcpu_count: machine.vcpu_count,
+            smt: machine.smt,
+            tsc_deadline: vm.fd().check_extension(Cap::TscDeadlineTimer),
+        },
+        entry: kernel.entry,
+    };
+    let vcpus = VcpuStart {
+        count: machine.vcpu_count,
+        boot: Some(boot),
+    };
+    start_vcpus(&kvm, vm, machinery, vcpus, event_manager, options)
+}
 
+/// Builds the VM described by `config` on `memory` (a snapshot's), with its devices attached
+/// and its vCPUs created but neither configured nor running: the VM is paused, devices
+/// included, for the saved state to be put onto it ([`crate::snapshot`]).
+pub fn build_microvm_for_restore(
+    config: &ValidVmConfig,
+    memory: crate::vstate::memory::GuestMemory,
+    event_manager: &mut VmmEventManager,
+    options: &BuildOptions,
+) -> Result<MicroVm, BuildError> {
+    let kvm = kvm::open_kvm()?;
+    let vm = Vm::new(&kvm, memory)?;
+    let machinery = attach_devices(&vm, config, event_manager, options)?;
+    let vcpus = VcpuStart {
+        count: config.machine_config().vcpu_count,
+        boot: None,
+    };
+    let microvm = start_vcpus(&kvm, vm, machinery, vcpus, event_manager, options)?;
+    microvm.devices.pause(event_manager)?;
+    Ok(microvm)
+}
+
+/// The devices of a VM being built and what its vCPUs dispatch on.
+struct Machinery {
+    devices: DeviceManager,
+    pio_bus: Bus,
+    mmio_bus: Bus,
+    reset_request: ResetRequest,
+}
+
+fn attach_devices(
+    vm: &Vm,
+    config: &ValidVmConfig,
+    event_manager: &mut VmmEventManager,
+    options: &BuildOptions,
+) -> Result<Machinery, BuildError> {
     let mut pio_bus = Bus::new();
     let mut mmio_bus = Bus::new();
     let mut devices = DeviceManager::new();
     let mut wiring = Wiring {
-        vm: &vm,
+        vm,
         pio_bus: &mut pio_bus,
         mmio_bus: &mut mmio_bus,
         event_manager,
@@ -119,51 +188,59 @@ pub fn build_microvm(
     let reset_request = devices.attach_legacy(&mut wiring, &legacy)?;
     virtio::attach_drives(&mut devices, &mut wiring, config.drives())?;
     virtio::attach_network_interfaces(&mut devices, &mut wiring, config.network_interfaces())?;
+    Ok(Machinery {
+        devices,
+        pio_bus,
+        mmio_bus,
+        reset_request,
+    })
+}
 
-    let cmdline =
-        loader::build_cmdline(boot_source.boot_args_or_default(), devices.cmdline_args())?;
-    let cmdline_size = loader::write_cmdline(&memory, &cmdline)?;
-    let mem_size = (machine.mem_size_mib as u64) << 20;
-    let info = BootInfo {
-        mem_size,
-        cmdline_size,
-        initrd,
-        setup_header: kernel.setup_header.as_ref(),
-    };
-    match kernel.entry.protocol {
-        BootProtocol::Pvh => write_pvh_start_info(&memory, &info)?,
-        BootProtocol::Linux64 => write_zero_page(&memory, &info)?,
-    }
-    setup_mptable(&memory, machine.vcpu_count)?;
+/// How vCPUs that boot the kernel are set up.
+struct FreshVcpus {
+    supported_cpuid: kvm_bindings::CpuId,
+    topology: CpuTopology,
+    entry: crate::arch::x86_64::regs::EntryPoint,
+}
 
-    let supported_cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(BuildError::SupportedCpuid)?;
-    let topology = CpuTopology {
-        vcpu_count: machine.vcpu_count,
-        smt: machine.smt,
-        tsc_deadline: vm.fd().check_extension(Cap::TscDeadlineTimer),
-    };
+/// How many vCPUs to start, and how: set up to boot (`boot`) and running, or (None) left
+/// for a saved state and paused.
+struct VcpuStart {
+    count: u8,
+    boot: Option<FreshVcpus>,
+}
 
+fn start_vcpus(
+    kvm: &kvm_ioctls::Kvm,
+    vm: Vm,
+    machinery: Machinery,
+    start: VcpuStart,
+    event_manager: &mut VmmEventManager,
+    options: &BuildOptions,
+) -> Result<MicroVm, BuildError> {
     let vcpu_stopped = event_fd()?;
     let (stop_sender, stop_receiver) = channel();
     let (response_sender, response_receiver) = channel();
-    let msrs_to_save: Arc<[u32]> = msrs_to_save(&kvm)?.into();
-    let pio_bus = Arc::new(pio_bus);
-    let mmio_bus = Arc::new(mmio_bus);
+    let msrs_to_save: Arc<[u32]> = msrs_to_save(kvm)?.into();
+    let pio_bus = Arc::new(machinery.pio_bus);
+    let mmio_bus = Arc::new(machinery.mmio_bus);
     crate::microvm::install_vcpu_kick_handler();
-    let mut vcpus = Vec::with_capacity(usize::from(machine.vcpu_count));
-    for index in 0..machine.vcpu_count {
+    let mut vcpus = Vec::with_capacity(usize::from(start.count));
+    for index in 0..start.count {
         let fd = vm.create_vcpu(index)?;
-        let entry = (index == 0).then_some(kernel.entry);
-        configure_vcpu(&fd, index, &supported_cpuid, topology, &memory, entry)?;
+        if let Some(boot) = &start.boot {
+            let entry = (index == 0).then_some(boot.entry);
+            let (cpuid, topology) = (&boot.supported_cpuid, boot.topology);
+            configure_vcpu(&fd, index, cpuid, topology, vm.memory(), entry)?;
+        }
         let (command_sender, command_receiver) = channel();
         let runner = VcpuRunner {
             index,
             fd,
+            start_paused: start.boot.is_none(),
             mmio_bus: mmio_bus.clone(),
             pio_bus: pio_bus.clone(),
-            reset_request: reset_request.clone(),
+            reset_request: machinery.reset_request.clone(),
             commands: command_receiver,
             responses: response_sender.clone(),
             msrs_to_save: msrs_to_save.clone(),
@@ -182,19 +259,22 @@ pub fn build_microvm(
     }
 
     let stop_watcher = Arc::new(Mutex::new(StopWatcher {
-        reset: reset_request,
+        reset: machinery.reset_request,
         vcpu_stopped,
         vcpu_stops: stop_receiver,
         exit: None,
     }));
     event_manager.add_subscriber(stop_watcher.clone());
-
+    let state = match start.boot {
+        Some(_) => crate::microvm::VmState::Running,
+        None => crate::microvm::VmState::Paused,
+    };
     Ok(MicroVm {
         vm,
         vcpus,
         responses: response_receiver,
         stop_watcher,
-        devices,
-        state: crate::microvm::VmState::Running,
+        devices: machinery.devices,
+        state,
     })
 }

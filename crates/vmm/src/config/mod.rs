@@ -9,6 +9,7 @@ mod logger;
 mod machine;
 mod metrics;
 mod net;
+mod snapshot;
 mod unsupported;
 mod valid;
 
@@ -27,6 +28,10 @@ pub use metrics::MetricsConfig;
 pub use net::{
     parse_mac, valid_ifname, validate_network_interfaces, with_network_interface,
     NetworkInterfaceConfig, NetworkInterfaceError, NetworkInterfaceUpdate,
+};
+pub use snapshot::{
+    CreateSnapshotConfig, LoadSnapshotConfig, LoadSnapshotParams, MemBackend, MemBackendType,
+    NetworkOverride, SnapshotConfigError, SnapshotType,
 };
 pub use unsupported::UnsupportedSection;
 pub use valid::ValidVmConfig;

@@ -21,6 +21,8 @@ pub enum Resource {
     Metrics,
     Logger,
     StartMicrovm,
+    CreateSnapshot,
+    LoadSnapshot,
 }
 
 impl std::fmt::Display for Resource {
@@ -33,6 +35,8 @@ impl std::fmt::Display for Resource {
             Resource::Metrics => "Metrics error",
             Resource::Logger => "Logger error",
             Resource::StartMicrovm => "Start microvm error",
+            Resource::CreateSnapshot => "Create snapshot error",
+            Resource::LoadSnapshot => "Load snapshot error",
         })
     }
 }
@@ -56,6 +60,10 @@ pub enum VmmActionError {
     NotSupportedBeforeStart,
     #[error("The requested operation is not supported after starting the microVM.")]
     NotSupportedAfterStart,
+    #[error("Loading a microVM snapshot not allowed after configuring boot-specific resources.")]
+    LoadSnapshotNotAllowed,
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     #[error("Empty PATCH request.")]

@@ -31,6 +31,24 @@ impl VmResources {
         &self.config
     }
 
+    /// Whether anything that shapes the VM was configured (a snapshot load must come first).
+    /// Metrics and the logger do not count: they are not part of the VM.
+    pub fn vm_configured(&self) -> bool {
+        let c = &self.config;
+        c.boot_source.is_some()
+            || !c.drives.is_empty()
+            || !c.network_interfaces.is_empty()
+            || c.machine_config != MachineConfig::default()
+    }
+
+    /// Takes the configuration of a VM restored from a snapshot, keeping the metrics and
+    /// logger settings made before the load.
+    pub fn restored(&mut self, mut config: VmConfig) {
+        config.metrics = self.config.metrics.take();
+        config.logger = self.config.logger.take();
+        self.config = config;
+    }
+
     /// Serves `action` if it configures the VM or reads its configuration.
     ///
     /// Returns `None` for every other action: the VMM thread serves those itself.
@@ -58,7 +76,9 @@ impl VmResources {
             | FlushMetrics
             | GetInstanceInfo
             | GetVersion
-            | ConfigureLogger(_) => return None,
+            | ConfigureLogger(_)
+            | CreateSnapshot(_)
+            | LoadSnapshot(_) => return None,
         };
         Some(
             applied

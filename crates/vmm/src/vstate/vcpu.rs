@@ -179,6 +179,8 @@ fn setup_lapic(fd: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
 pub struct VcpuRunner {
     pub index: u8,
     pub fd: VcpuFd,
+    /// Wait for a Resume before first entering the guest (a VM being restored).
+    pub start_paused: bool,
     pub mmio_bus: Arc<Bus>,
     pub pio_bus: Arc<Bus>,
     /// Set by the i8042 when the guest resets the CPU; checked after each port write.
@@ -219,7 +221,7 @@ impl VcpuRunner {
     }
 
     fn run_loop(&mut self) -> VcpuStop {
-        let mut paused = false;
+        let mut paused = self.start_paused;
         loop {
             if let Some(stop) = self.apply_commands(&mut paused) {
                 return stop;
