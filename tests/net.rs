@@ -150,3 +150,67 @@ sleep 600";
     }
     ns.ping("172.30.0.2");
 }
+
+/// One snapshot, three clones at once, each restored in its own network namespace onto its
+/// own TAP (`network_overrides`): each runs and answers pings from its host side.
+#[test]
+fn clones_of_one_snapshot_run_at_once_on_their_own_taps() {
+    require_root_and_kvm();
+    let guest = guest_dir();
+    let tmp = TempDir::new("net-clones");
+    let ns = Netns::create(&[("tap0", "172.30.0.1/24")]);
+    let script = "ip link set eth0 up && ip addr add 172.30.0.2/24 dev eth0 || exit 10
+echo EMBER-NET: up
+while true; do sleep 1; done";
+    let config = ember_config(&guest, script, &["tap0"]);
+    let socket = tmp.path().join("origin.sock");
+    let mut origin = Ember::start_with_api(&ns, &tmp, &config, &socket);
+    origin.wait_for_line("EMBER-NET: up", Duration::from_secs(300));
+    ns.ping("172.30.0.2");
+    let paused = r#"{"state": "Paused"}"#;
+    assert_eq!(api_request(&socket, "PATCH", "/vm", Some(paused)).0, 204);
+    let (state, memory) = (tmp.path().join("vm.snap"), tmp.path().join("vm.mem"));
+    let create = serde_json::json!({"snapshot_path": state, "mem_file_path": memory});
+    let (status, body) = api_request(
+        &socket,
+        "PUT",
+        "/snapshot/create",
+        Some(&create.to_string()),
+    );
+    assert_eq!(status, 204, "{body}");
+    drop(origin);
+
+    let clones: Vec<(Netns, Ember, std::path::PathBuf)> = (1..=3)
+        .map(|n| {
+            let tap = format!("clone{n}");
+            let ns = Netns::create(&[(tap.as_str(), "172.30.0.1/24")]);
+            let socket = tmp.path().join(format!("clone{n}.sock"));
+            let ember = Ember::start_unconfigured(&ns, &socket);
+            (ns, ember, socket)
+        })
+        .collect();
+    let loads: Vec<_> = clones
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, socket))| {
+            let load = serde_json::json!({
+                "snapshot_path": state,
+                "mem_backend": {"backend_type": "File", "backend_path": memory},
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": format!("clone{}", i + 1)}],
+                "resume_vm": true,
+            });
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                ember_integration_tests::ember::wait_for_socket(&socket, 30);
+                api_request(&socket, "PUT", "/snapshot/load", Some(&load.to_string()))
+            })
+        })
+        .collect();
+    for load in loads {
+        let (status, body) = load.join().unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    for (ns, _, _) in &clones {
+        ns.ping("172.30.0.2");
+    }
+}

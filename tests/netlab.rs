@@ -356,14 +356,23 @@ impl Ember {
         Ember::start_with(ns, dir, config, &["--api-sock", socket.to_str().unwrap()])
     }
 
+    /// Ember serving only its API on `socket`, with nothing configured (for a snapshot load).
+    pub fn start_unconfigured(ns: &Netns, socket: &Path) -> Ember {
+        Ember::spawn(ns, &["--api-sock", socket.to_str().unwrap()])
+    }
+
     fn start_with(ns: &Netns, dir: &TempDir, config: &str, args: &[&str]) -> Ember {
         let path = dir.path().join("config.json");
         fs::write(&path, config).unwrap();
+        let mut args = args.to_vec();
+        args.extend(["--config-file", path.to_str().unwrap()]);
+        Ember::spawn(ns, &args)
+    }
+
+    fn spawn(ns: &Netns, args: &[&str]) -> Ember {
         let mut child = ns
             .command(ember_bin())
             .args(args)
-            .arg("--config-file")
-            .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
