@@ -12,6 +12,9 @@ use crate::event_loop::VmmEventManager;
 use crate::microvm::{MicroVm, MicroVmError, VcpusAndVmState, VmState};
 use serde::{Deserialize, Serialize};
 
+/// CPUID leaf 1 ECX: the LAPIC's TSC-deadline mode.
+const TSC_DEADLINE_BIT: u32 = 24;
+
 /// Everything a restore needs besides the contents of guest memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmSnapshot {
@@ -122,6 +125,14 @@ fn check_host_cpu(state: &VcpusAndVmState) -> Result<(), SnapshotError> {
     let host = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| SnapshotError::HostCpuid(e.to_string()))?;
-    check_cpu_features(&guest.cpuid, host.as_slice())?;
+    let mut host = host.as_slice().to_vec();
+    // KVM reports the TSC-deadline timer as a capability, not in its CPUID; the builder
+    // shows it to the guest when the capability is there (arch::x86_64::cpuid).
+    if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        for entry in host.iter_mut().filter(|e| e.function == 1) {
+            entry.ecx |= 1 << TSC_DEADLINE_BIT;
+        }
+    }
+    check_cpu_features(&guest.cpuid, &host)?;
     Ok(())
 }
