@@ -1,7 +1,7 @@
 //! The Firecracker-compatible API, driven over its Unix socket while a real guest runs.
 
 use ember_integration_tests::ember::{
-    api_request, drive, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
+    api_request, drive, last_tick, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
 };
 use ember_integration_tests::hostile::{assert_alive_and_quick, stress_every_route};
 use ember_integration_tests::{ember_cmd_arg, guest_artifacts, require_kvm, TempDir};
@@ -58,14 +58,6 @@ fn configure_ticking_guest(socket: &Path) {
         .0,
         204
     );
-}
-
-fn last_tick(console: &str) -> Option<u64> {
-    console
-        .lines()
-        .rev()
-        .filter_map(|l| l.trim().strip_prefix("tick-"))
-        .find_map(|n| n.trim().parse().ok())
 }
 
 #[test]

@@ -17,6 +17,30 @@ pub fn ember() -> PathBuf {
     ember_bin().expect("no ember binary: set EMBER_BIN or run `cargo build --release -p ember`")
 }
 
+/// A debug build of ember, for tests of its debug-only hooks (named by `hook` in the
+/// message when there is none).
+pub fn ember_debug(hook: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os("EMBER_DEBUG_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let p = crate::repo_root().join("target/debug/ember");
+    assert!(
+        p.is_file(),
+        "this test needs a debug build of ember (its {hook} hook is compiled out of release \
+         builds): run `cargo build -p ember` or set EMBER_DEBUG_BIN"
+    );
+    p
+}
+
+/// The number of the last `tick-<n>` line a ticking guest printed.
+pub fn last_tick(console: &str) -> Option<u64> {
+    console
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix("tick-"))
+        .find_map(|n| n.split_whitespace().next()?.parse().ok())
+}
+
 /// A Firecracker-format VM config.
 pub fn vm_config(
     kernel: &Path,

@@ -9,7 +9,7 @@
 //! integration test (`$EMBER_BIN`, usually the release build).
 
 use ember_integration_tests::ember::{
-    api_request, ember, vm_config, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
+    api_request, ember, ember_debug, vm_config, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
     EMBER_TIMEOUT_SECS,
 };
 use ember_integration_tests::{
@@ -23,20 +23,6 @@ use std::process::{Command, ExitStatus, Stdio};
 /// SIGSYS on x86_64: what `SECCOMP_RET_KILL_PROCESS` kills with.
 const SIGSYS: i32 = 31;
 const HOOK: &str = "EMBER_TEST_FORBIDDEN_SYSCALL";
-
-/// A debug build of ember, where the test hook works.
-fn ember_debug() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBER_DEBUG_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let p = repo_root().join("target/debug/ember");
-    assert!(
-        p.is_file(),
-        "these tests need a debug build of ember (its {HOOK} hook is compiled out of release \
-         builds): run `cargo build -p ember` or set EMBER_DEBUG_BIN"
-    );
-    p
-}
 
 /// A VM config for a guest that runs `script` (then reboots, which ends Ember).
 fn write_config(dir: &TempDir, script: &str) -> PathBuf {
@@ -144,7 +130,7 @@ fn every_thread_runs_under_its_filter_while_a_guest_runs() {
 
 /// Runs the debug ember with the hook set to `thread`; returns how it ended and its output.
 fn run_with_hook(thread: &str, args: &[&str]) -> (ExitStatus, String) {
-    let mut cmd = Command::new(ember_debug());
+    let mut cmd = Command::new(ember_debug(HOOK));
     cmd.args(args).env(HOOK, thread).stdin(Stdio::null());
     let out = run_with_timeout(&mut cmd, EMBER_TIMEOUT_SECS);
     (out.status, output_text(&out))
@@ -154,7 +140,7 @@ fn assert_killed_by_seccomp(thread: &str, status: ExitStatus, output: &str) {
     assert!(
         output.contains(&format!("{HOOK}={thread}")),
         "the {HOOK} hook did not run on the {thread} thread (is {} a debug build?); ember {}:\n{output}",
-        ember_debug().display(),
+        ember_debug(HOOK).display(),
         describe(status)
     );
     assert_eq!(
@@ -204,7 +190,7 @@ fn no_seccomp_warns_and_leaves_threads_unfiltered() {
     let dir = TempDir::new("seccomp-off");
     let socket = dir.path().join("api.sock");
     // The debug build, so the hook shows that nothing is filtered: the forbidden call returns.
-    let mut child = Command::new(ember_debug())
+    let mut child = Command::new(ember_debug(HOOK))
         .args(["--no-seccomp", "--api-sock", socket.to_str().unwrap()])
         .env(HOOK, "api")
         .stdin(Stdio::null())

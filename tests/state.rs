@@ -8,8 +8,10 @@
 //! Left for the snapshot work: restoring into a *new* VM in the same process also needs
 //! guest memory and device state; `MicroVm::restore_vcpus_and_vm` is the vCPU/VM part of it.
 
-use ember_integration_tests::ember::{api_request, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS};
-use ember_integration_tests::{ember_cmd_arg, guest_artifacts, repo_root, require_kvm, TempDir};
+use ember_integration_tests::ember::{
+    api_request, ember_debug, last_tick, wait_for_socket, EmberProcess, EMBER_BOOT_ARGS,
+};
+use ember_integration_tests::{ember_cmd_arg, guest_artifacts, require_kvm, TempDir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,36 +20,15 @@ const BOOT_SECS: u64 = 180;
 const HOOK: &str = "EMBER_TEST_STATE_ROUND_TRIP";
 const EQUAL: &str = "state round trip: equal";
 
-fn ember_debug() -> PathBuf {
-    if let Some(p) = std::env::var_os("EMBER_DEBUG_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let p = repo_root().join("target/debug/ember");
-    assert!(
-        p.is_file(),
-        "this test needs a debug build of ember (its {HOOK} hook is compiled out of release \
-         builds): run `cargo build -p ember` or set EMBER_DEBUG_BIN"
-    );
-    p
-}
-
 fn request(socket: &Path, method: &str, path: &str, body: Value) -> u16 {
     api_request(socket, method, path, Some(&body.to_string())).0
-}
-
-fn last_tick(console: &str) -> Option<u64> {
-    console
-        .lines()
-        .rev()
-        .filter_map(|l| l.trim().strip_prefix("tick-"))
-        .find_map(|n| n.trim().parse().ok())
 }
 
 /// One vCPU: in the nested, emulated lab, kicking two L2 vCPUs at once has frozen it.
 fn start_ticking_guest(dir: &TempDir) -> (EmberProcess, PathBuf) {
     let socket = dir.path().join("api.sock");
     let args = ["--api-sock", socket.to_str().unwrap(), "--level", "Info"];
-    let ember = EmberProcess::spawn_with(&ember_debug(), &args, &[(HOOK, "1")]);
+    let ember = EmberProcess::spawn_with(&ember_debug(HOOK), &args, &[(HOOK, "1")]);
     wait_for_socket(&socket, 30);
     let guest = guest_artifacts();
     let script = "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done";
