@@ -44,13 +44,7 @@ pub fn check_cpu_features(
             if leaf == 1 && register == "ebx" {
                 continue;
             }
-            // Leaf 1 ECX bit 31 is "running under a hypervisor", set by Ember itself, and bit
-            // 27 (OSXSAVE) follows the guest's CR4: neither is a host feature.
-            let ignored = if leaf == 1 && register == "ecx" {
-                (1 << 31) | (1 << 27)
-            } else {
-                0
-            };
+            let ignored = not_host_features(leaf, subleaf, register);
             let missing = g & !h & !ignored;
             if missing != 0 {
                 return Err(MissingCpuFeatures {
@@ -63,6 +57,18 @@ pub fn check_cpu_features(
         }
     }
     Ok(())
+}
+
+/// Bits of a saved guest CPUID that are not host features: KVM updates some as the guest
+/// runs (OSXSAVE and OSPKE follow its CR4, APIC its APIC-base MSR, MONITOR its MISC_ENABLE),
+/// Ember sets one (running under a hypervisor) and one describes topology (HTT).
+fn not_host_features(leaf: u32, subleaf: u32, register: &str) -> u32 {
+    match (leaf, subleaf, register) {
+        (1, _, "ecx") => (1 << 31) | (1 << 27) | (1 << 3),
+        (1, _, "edx") => (1 << 28) | (1 << 9),
+        (7, 0, "ecx") => 1 << 4,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
