@@ -33,7 +33,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::core::VirtioCore;
 use super::VIRTIO_F_VERSION_1;
-use crate::config::{parse_mac, NetworkInterfaceConfig};
+use crate::config::{parse_mac, NetworkInterfaceConfig, RateLimiterConfig};
+use crate::rate_limiter::{RateLimiter, RateLimiterError};
 use rx::Rx;
 pub use tap::{Tap, TapError, TapIo};
 use tx::Tx;
@@ -62,6 +63,12 @@ pub enum NetError {
     },
     #[error("network interface {id:?}: guest_mac {mac:?} is not a MAC address")]
     BadMac { id: String, mac: String },
+    #[error("network interface {id:?}: {source}")]
+    RateLimiter {
+        id: String,
+        #[source]
+        source: RateLimiterError,
+    },
     #[error("network interface {id:?}: cannot create an eventfd: {source}")]
     EventFd {
         id: String,
@@ -96,6 +103,10 @@ pub struct NetMetrics {
     pub tx_dropped_tap_error: AtomicU64,
     /// Times TX stopped on EAGAIN to wait for EPOLLOUT.
     pub tx_blocked: AtomicU64,
+    /// Times the RX rate limiter held a frame until its timer.
+    pub rx_throttled: AtomicU64,
+    /// Times the TX rate limiter held a frame until its timer.
+    pub tx_throttled: AtomicU64,
 }
 
 impl NetMetrics {
@@ -114,7 +125,9 @@ impl NetMetrics {
             "tx_bytes": load(&self.tx_bytes),
             "tx_dropped_malformed": load(&self.tx_dropped_malformed),
             "tx_dropped_tap_error": load(&self.tx_dropped_tap_error),
-            "tx_blocked": load(&self.tx_blocked)
+            "tx_blocked": load(&self.tx_blocked),
+            "rx_rate_limiter_throttled": load(&self.rx_throttled),
+            "tx_rate_limiter_throttled": load(&self.tx_throttled)
         })
     }
 }
@@ -127,6 +140,8 @@ pub struct Net {
     metrics: Arc<NetMetrics>,
     rx: Rx,
     tx: Tx,
+    rx_limiter: RateLimiter,
+    tx_limiter: RateLimiter,
     /// Written when a batch limit was hit outside `process_queue`, to come back later.
     resume: EventFd,
 }
@@ -146,7 +161,24 @@ impl Net {
             id: id.clone(),
             source,
         })?;
-        Net::with_tap(&id, mac, Box::new(tap))
+        let mut net = Net::with_tap(&id, mac, Box::new(tap))?;
+        net.update_rate_limiters(config.rx_rate_limiter, config.tx_rate_limiter);
+        Ok(net)
+    }
+
+    /// New limits (PATCH /network-interfaces), effective at once; buckets not named keep
+    /// theirs.
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<RateLimiterConfig>,
+        tx: Option<RateLimiterConfig>,
+    ) {
+        if let Some(rx) = rx {
+            self.rx_limiter.update(&rx);
+        }
+        if let Some(tx) = tx {
+            self.tx_limiter.update(&tx);
+        }
     }
 
     /// A device on an already open backend.
@@ -155,6 +187,12 @@ impl Net {
             id: id.to_string(),
             source,
         })?;
+        let limiter = || {
+            RateLimiter::new(None).map_err(|source| NetError::RateLimiter {
+                id: id.to_string(),
+                source,
+            })
+        };
         let mut config = vec![0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&mac);
         config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
@@ -173,6 +211,8 @@ impl Net {
             metrics: Arc::new(NetMetrics::default()),
             rx: Rx::new(),
             tx: Tx::default(),
+            rx_limiter: limiter()?,
+            tx_limiter: limiter()?,
             resume,
         })
     }
