@@ -100,7 +100,7 @@ impl Net {
     }
 
     /// A rate limiter's timer fired: go on with its queue.
-    fn on_limiter_timer(&mut self, index: usize) {
+    pub(super) fn on_limiter_timer(&mut self, index: usize) {
         let more = if index == RX_INDEX {
             self.rx_limiter.on_timer();
             self.process_rx()
