@@ -6,6 +6,9 @@ use super::valid_id;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+/// The smallest MTU taken: IPv4's minimum, as in Firecracker (the largest is u16's).
+pub const MIN_MTU: u16 = 68;
+
 /// An interface, or a set of interfaces, that cannot be attached.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NetworkInterfaceError {
@@ -25,6 +28,8 @@ pub enum NetworkInterfaceError {
     GuestMacInUse(String),
     #[error("network interface {0:?}: {1}")]
     RateLimiter(String, #[source] RateLimiterConfigError),
+    #[error("network interface {0:?}: mtu {1} is out of range: use {MIN_MTU} to 65535")]
+    BadMtu(String, u16),
 }
 
 /// One entry of `network-interfaces`.
@@ -35,6 +40,9 @@ pub struct NetworkInterfaceConfig {
     pub host_dev_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<String>,
+    /// The MTU the guest's driver is told to use (VIRTIO_NET_F_MTU); none: its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
     /// Limits on frames delivered to the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rx_rate_limiter: Option<RateLimiterConfig>,
@@ -101,6 +109,9 @@ pub fn validate_network_interfaces(
         }
         if let Some(mac) = &iface.guest_mac {
             parse_mac(mac).ok_or_else(|| NetworkInterfaceError::BadMac(id.clone(), mac.clone()))?;
+        }
+        if let Some(mtu) = iface.mtu.filter(|mtu| *mtu < MIN_MTU) {
+            return Err(NetworkInterfaceError::BadMtu(id.clone(), mtu));
         }
         validate_limiters(id, [&iface.rx_rate_limiter, &iface.tx_rate_limiter])?;
     }

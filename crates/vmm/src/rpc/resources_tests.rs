@@ -58,6 +58,7 @@ fn iface(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
         iface_id: id.into(),
         host_dev_name: tap.into(),
         guest_mac: mac.map(Into::into),
+        mtu: None,
         rx_rate_limiter: None,
         tx_rate_limiter: None,
     }

@@ -26,7 +26,7 @@ use virtio_bindings::virtio_net::{
     virtio_net_hdr_v1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
-    VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -52,6 +52,8 @@ pub const MAX_FRAME_LEN: usize = 65536 + 14 + 4;
 const BATCH_LIMIT: usize = QUEUE_SIZE as usize;
 /// `struct virtio_net_config` up to `status`: mac[6], le16 status.
 const CONFIG_LEN: usize = 8;
+/// ... and up to `mtu` when VIRTIO_NET_F_MTU is offered: le16 max_virtqueue_pairs, le16 mtu.
+const CONFIG_LEN_MTU: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -161,7 +163,7 @@ impl Net {
             id: id.clone(),
             source,
         })?;
-        let mut net = Net::with_tap(&id, mac, Box::new(tap))?;
+        let mut net = Net::build(&id, mac, Box::new(tap), config.mtu)?;
         net.update_rate_limiters(config.rx_rate_limiter, config.tx_rate_limiter);
         Ok(net)
     }
@@ -183,6 +185,16 @@ impl Net {
 
     /// A device on an already open backend.
     pub fn with_tap(id: &str, mac: [u8; 6], tap: Box<dyn TapIo>) -> Result<Net, NetError> {
+        Net::build(id, mac, tap, None)
+    }
+
+    /// A device on an already open backend that tells the guest its MTU, if given.
+    pub fn build(
+        id: &str,
+        mac: [u8; 6],
+        tap: Box<dyn TapIo>,
+        mtu: Option<u16>,
+    ) -> Result<Net, NetError> {
         let resume = EventFd::new(EFD_NONBLOCK).map_err(|source| NetError::EventFd {
             id: id.to_string(),
             source,
@@ -193,17 +205,9 @@ impl Net {
                 source,
             })
         };
-        let mut config = vec![0u8; CONFIG_LEN];
-        config[..6].copy_from_slice(&mac);
-        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let (config, features) = config_space(mac, mtu);
         let name = format!("virtio-net {id}");
-        let core = VirtioCore::new(
-            name,
-            VIRTIO_ID_NET,
-            &[QUEUE_SIZE; 2],
-            avail_features(),
-            config,
-        );
+        let core = VirtioCore::new(name, VIRTIO_ID_NET, &[QUEUE_SIZE; 2], features, config);
         Ok(Net {
             id: id.to_string(),
             core,
@@ -227,6 +231,22 @@ impl Net {
         mac.copy_from_slice(&self.core.config()[..6]);
         mac
     }
+}
+
+/// The config space and the features offered: the MTU field and VIRTIO_NET_F_MTU only
+/// when an MTU is set.
+fn config_space(mac: [u8; 6], mtu: Option<u16>) -> (Vec<u8>, u64) {
+    let mut config = vec![0u8; CONFIG_LEN];
+    config[..6].copy_from_slice(&mac);
+    config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+    let Some(mtu) = mtu else {
+        return (config, avail_features());
+    };
+    config.resize(CONFIG_LEN_MTU, 0);
+    // One queue pair; the field only means something with VIRTIO_NET_F_MQ.
+    config[8..10].copy_from_slice(&1u16.to_le_bytes());
+    config[10..12].copy_from_slice(&mtu.to_le_bytes());
+    (config, avail_features() | 1 << VIRTIO_NET_F_MTU)
 }
 
 fn avail_features() -> u64 {
