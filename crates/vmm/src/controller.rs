@@ -5,7 +5,9 @@
 //! request wakes the loop without any lock shared with the API thread.
 
 use crate::builder::{build_microvm, BuildOptions};
-use crate::config::{MetricsConfig, NetworkInterfaceError};
+use crate::config::MetricsConfig;
+use crate::device_manager::DeviceKind;
+use crate::devices::virtio::{Block, Net};
 use crate::event_loop::{SignalWatcher, VmExit, VmmEventManager};
 use crate::metrics::{MetricsSink, StartupTimes, VmmCounters};
 use crate::microvm::{MicroVm, VmState};
@@ -308,11 +310,25 @@ impl VmmController {
             VmmAction::SendCtrlAltDel => microvm.send_ctrl_alt_del()?,
             VmmAction::PatchDrive(update) => {
                 let drive = self.resources.updated_drive(&update)?;
-                microvm.update_drive(&drive)?;
+                if update.path_on_host.is_some() {
+                    microvm.update_drive(&drive)?;
+                }
+                if let Some(limits) = &update.rate_limiter {
+                    let limit = |block: &mut Block| block.update_rate_limiter(limits);
+                    let id = &update.drive_id;
+                    microvm
+                        .devices()
+                        .with_device(DeviceKind::Block, id, limit)?;
+                }
                 self.resources.record_drive_update(drive);
             }
             VmmAction::PatchNetworkInterface(update) => {
-                return Err(NetworkInterfaceError::RateLimiterUpdate(update.iface_id).into())
+                let iface = self.resources.updated_network_interface(&update)?;
+                let (rx, tx) = (update.rx_rate_limiter, update.tx_rate_limiter);
+                let limit = |net: &mut Net| net.update_rate_limiters(rx, tx);
+                let id = &update.iface_id;
+                microvm.devices().with_device(DeviceKind::Net, id, limit)?;
+                self.resources.record_network_interface_update(iface);
             }
             _ => {}
         }

@@ -12,6 +12,7 @@ pub mod loader;
 pub mod logger;
 pub mod metrics;
 pub mod microvm;
+pub mod rate_limiter;
 pub mod rpc;
 pub mod seccomp;
 pub mod snapshot;

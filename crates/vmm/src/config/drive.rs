@@ -1,6 +1,7 @@
 //! `drives` (and the bodies of `PUT` and `PATCH /drives/{id}`): virtio-block devices backed
 //! by host files.
 
+use super::rate_limiter::{RateLimiterConfig, RateLimiterConfigError};
 use super::valid_id;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -24,8 +25,8 @@ pub enum DriveError {
          \"6b1b4a54-9a0a-4ae9-8f0a-1d7c0e7b1d2a\" (optionally with \"/PARTNROFF=N\")"
     )]
     BadPartuuid(String, String),
-    #[error("drive {0:?}: rate limiters are not supported yet")]
-    RateLimiter(String),
+    #[error("drive {0:?}: rate_limiter: {1}")]
+    RateLimiter(String, #[source] RateLimiterConfigError),
 }
 
 /// How guest writes reach the backing file of a drive.
@@ -54,9 +55,9 @@ pub struct DriveConfig {
     /// Accepted for compatibility; only "Sync" is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_engine: Option<String>,
-    /// Rate limiters are not implemented; a config that sets one is refused.
+    /// Limits on the drive's requests (bytes and operations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// The body of `PATCH /drives/{id}` (Firecracker's `PartialDrive`).
@@ -66,9 +67,9 @@ pub struct DriveUpdate {
     pub drive_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_on_host: Option<PathBuf>,
-    /// Rate limiters are not implemented; an update that sets one is refused.
+    /// New limits, effective at once; a bucket left out keeps its setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limiter: Option<serde_json::Value>,
+    pub rate_limiter: Option<RateLimiterConfig>,
 }
 
 impl DriveConfig {
@@ -82,21 +83,25 @@ impl DriveConfig {
         if let Some(partuuid) = self.partuuid.as_deref().filter(|p| !valid_partuuid(p)) {
             return Err(DriveError::BadPartuuid(id.clone(), partuuid.into()));
         }
-        if self.rate_limiter.is_some() {
-            return Err(DriveError::RateLimiter(id.clone()));
-        }
-        Ok(())
+        validate_limiter(id, self.rate_limiter.as_ref())
     }
 }
 
 impl DriveUpdate {
     /// Refuses what a running drive cannot change.
     pub fn validate(&self) -> Result<(), DriveError> {
-        if self.rate_limiter.is_some() {
-            return Err(DriveError::RateLimiter(self.drive_id.clone()));
-        }
-        Ok(())
+        validate_limiter(&self.drive_id, self.rate_limiter.as_ref())
     }
+
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.path_on_host.is_none() && self.rate_limiter.is_none()
+    }
+}
+
+fn validate_limiter(id: &str, limiter: Option<&RateLimiterConfig>) -> Result<(), DriveError> {
+    let checked = limiter.map_or(Ok(()), RateLimiterConfig::validate);
+    checked.map_err(|e| DriveError::RateLimiter(id.to_string(), e))
 }
 
 /// Validates every drive, unique ids and at most one root device.

@@ -9,6 +9,7 @@ mod logger;
 mod machine;
 mod metrics;
 mod net;
+mod rate_limiter;
 mod snapshot;
 mod unsupported;
 mod valid;
@@ -28,6 +29,9 @@ pub use metrics::MetricsConfig;
 pub use net::{
     parse_mac, valid_ifname, validate_network_interfaces, with_network_interface,
     NetworkInterfaceConfig, NetworkInterfaceError, NetworkInterfaceUpdate,
+};
+pub use rate_limiter::{
+    merge_limiter, RateLimiterConfig, RateLimiterConfigError, TokenBucketConfig, MAX_REFILL_TIME_MS,
 };
 pub use snapshot::{
     CreateSnapshotConfig, LoadSnapshotConfig, LoadSnapshotParams, MemBackend, MemBackendType,

@@ -1,9 +1,13 @@
 //! `network-interfaces` (and the bodies of `PUT` and `PATCH /network-interfaces/{id}`):
 //! virtio-net devices backed by host TAP devices.
 
+use super::rate_limiter::{RateLimiterConfig, RateLimiterConfigError};
 use super::valid_id;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+
+/// The smallest MTU taken: IPv4's minimum, as in Firecracker (the largest is u16's).
+pub const MIN_MTU: u16 = 68;
 
 /// An interface, or a set of interfaces, that cannot be attached.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,11 +26,10 @@ pub enum NetworkInterfaceError {
     BadMac(String, String),
     #[error("The MAC address is already in use: {0}")]
     GuestMacInUse(String),
-    #[error("network interface {0:?}: rate limiters are not supported yet")]
-    RateLimiter(String),
-    /// Refused after boot, where Firecracker would update the limiters of a running device.
-    #[error("Network interface {0:?}: rate limiters are not supported by Ember yet.")]
-    RateLimiterUpdate(String),
+    #[error("network interface {0:?}: {1}")]
+    RateLimiter(String, #[source] RateLimiterConfigError),
+    #[error("network interface {0:?}: mtu {1} is out of range: use {MIN_MTU} to 65535")]
+    BadMtu(String, u16),
 }
 
 /// One entry of `network-interfaces`.
@@ -37,10 +40,15 @@ pub struct NetworkInterfaceConfig {
     pub host_dev_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_mac: Option<String>,
+    /// The MTU the guest's driver is told to use (VIRTIO_NET_F_MTU); none: its default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rx_rate_limiter: Option<serde_json::Value>,
+    pub mtu: Option<u16>,
+    /// Limits on frames delivered to the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tx_rate_limiter: Option<serde_json::Value>,
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
+    /// Limits on frames the guest sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
 }
 
 /// The body of `PATCH /network-interfaces/{id}` (Firecracker's `PartialNetworkInterface`).
@@ -48,11 +56,31 @@ pub struct NetworkInterfaceConfig {
 #[serde(deny_unknown_fields)]
 pub struct NetworkInterfaceUpdate {
     pub iface_id: String,
-    /// Rate limiters are not implemented; an update that sets one is refused.
+    /// New limits, effective at once; a bucket left out keeps its setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rx_rate_limiter: Option<serde_json::Value>,
+    pub rx_rate_limiter: Option<RateLimiterConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tx_rate_limiter: Option<serde_json::Value>,
+    pub tx_rate_limiter: Option<RateLimiterConfig>,
+}
+
+impl NetworkInterfaceUpdate {
+    pub fn validate(&self) -> Result<(), NetworkInterfaceError> {
+        validate_limiters(
+            &self.iface_id,
+            [&self.rx_rate_limiter, &self.tx_rate_limiter],
+        )
+    }
+}
+
+fn validate_limiters(
+    id: &str,
+    limiters: [&Option<RateLimiterConfig>; 2],
+) -> Result<(), NetworkInterfaceError> {
+    for limiter in limiters.into_iter().flatten() {
+        let error = |e| NetworkInterfaceError::RateLimiter(id.to_string(), e);
+        limiter.validate().map_err(error)?;
+    }
+    Ok(())
 }
 
 /// Validates every interface, unique ids and unique TAP devices.
@@ -82,9 +110,10 @@ pub fn validate_network_interfaces(
         if let Some(mac) = &iface.guest_mac {
             parse_mac(mac).ok_or_else(|| NetworkInterfaceError::BadMac(id.clone(), mac.clone()))?;
         }
-        if iface.rx_rate_limiter.is_some() || iface.tx_rate_limiter.is_some() {
-            return Err(NetworkInterfaceError::RateLimiter(id.clone()));
+        if let Some(mtu) = iface.mtu.filter(|mtu| *mtu < MIN_MTU) {
+            return Err(NetworkInterfaceError::BadMtu(id.clone(), mtu));
         }
+        validate_limiters(id, [&iface.rx_rate_limiter, &iface.tx_rate_limiter])?;
     }
     Ok(())
 }

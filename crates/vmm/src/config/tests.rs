@@ -150,6 +150,7 @@ fn network_interfaces_need_unique_ids_and_devices() {
         iface_id: id.into(),
         host_dev_name: dev.into(),
         guest_mac: None,
+        mtu: None,
         rx_rate_limiter: None,
         tx_rate_limiter: None,
     };
@@ -237,6 +238,7 @@ fn tap_names_follow_linux_dev_valid_name() {
         iface_id: "eth0".into(),
         host_dev_name: "tap00:000:2".into(),
         guest_mac: None,
+        mtu: None,
         rx_rate_limiter: None,
         tx_rate_limiter: None,
     }];
@@ -296,4 +298,21 @@ fn a_valid_config_is_the_config_it_was_made_from() {
     assert_eq!(valid.to_vm_config(), config);
     assert_eq!(valid.boot_source().kernel_image_path, PathBuf::from("/k"));
     assert_eq!(valid.drives(), &config.drives[..]);
+}
+
+#[test]
+fn mtus_below_68_are_refused() {
+    let mut config = minimal();
+    let mut iface: NetworkInterfaceConfig =
+        serde_json::from_str(r#"{"iface_id":"eth0","host_dev_name":"tap0","mtu":67}"#).unwrap();
+    config.network_interfaces = vec![iface.clone()];
+    assert_eq!(
+        refused(&config),
+        NetworkInterfaceError::BadMtu("eth0".into(), 67).to_string()
+    );
+    iface.mtu = Some(68);
+    config.network_interfaces = vec![iface];
+    assert!(config.validate().is_ok());
+    let too_big = r#"{"iface_id":"eth0","host_dev_name":"tap0","mtu":65536}"#;
+    assert!(serde_json::from_str::<NetworkInterfaceConfig>(too_big).is_err());
 }

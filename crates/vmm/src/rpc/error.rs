@@ -91,6 +91,9 @@ pub enum VmmActionError {
     /// Building the VM failed; the text says where.
     #[error(transparent)]
     StartMicrovm(#[from] BuildError),
+    /// A running device to update is not there.
+    #[error(transparent)]
+    Device(#[from] crate::device_manager::DeviceManagerError),
     /// Pausing, resuming, a key press or a drive swap failed on the running VM.
     #[error(transparent)]
     MicroVm(#[from] MicroVmError),

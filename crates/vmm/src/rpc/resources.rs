@@ -4,7 +4,8 @@
 use super::{Resource, VmmAction, VmmActionError, VmmData, VmmResponse};
 use crate::config::{
     self, BootSourceConfig, ConfigError, DriveConfig, DriveUpdate, MachineConfig,
-    MachineConfigUpdate, MetricsConfig, NetworkInterfaceConfig, ValidVmConfig, VmConfig,
+    MachineConfigUpdate, MetricsConfig, NetworkInterfaceConfig, NetworkInterfaceUpdate,
+    ValidVmConfig, VmConfig,
 };
 
 /// Owns the `VmConfig` of a VM, and applies configuration actions to it.
@@ -87,13 +88,13 @@ impl VmResources {
         )
     }
 
-    /// The drive `update` makes of the configured one, for `PATCH /drives/{id}`.
+    /// The drive `update` makes of the configured one, for `PATCH /drives/{id}`: a new
+    /// backing file and/or new limits (buckets not named keep theirs).
     pub fn updated_drive(&self, update: &DriveUpdate) -> Result<DriveConfig, VmmActionError> {
         update.validate()?;
-        let path = update
-            .path_on_host
-            .clone()
-            .ok_or(VmmActionError::EmptyPatch)?;
+        if update.is_empty() {
+            return Err(VmmActionError::EmptyPatch);
+        }
         let mut drive = self
             .config
             .drives
@@ -104,7 +105,10 @@ impl VmResources {
                 kind: "Drive",
                 id: update.drive_id.clone(),
             })?;
-        drive.path_on_host = path;
+        if let Some(path) = &update.path_on_host {
+            drive.path_on_host = path.clone();
+        }
+        drive.rate_limiter = config::merge_limiter(drive.rate_limiter, update.rate_limiter);
         Ok(drive)
     }
 
@@ -113,6 +117,37 @@ impl VmResources {
         let drives = &mut self.config.drives;
         if let Some(slot) = drives.iter_mut().find(|d| d.drive_id == drive.drive_id) {
             *slot = drive;
+        }
+    }
+
+    /// The interface `update` makes of the configured one (`PATCH /network-interfaces`).
+    pub fn updated_network_interface(
+        &self,
+        update: &NetworkInterfaceUpdate,
+    ) -> Result<NetworkInterfaceConfig, VmmActionError> {
+        update.validate()?;
+        let mut iface = self
+            .config
+            .network_interfaces
+            .iter()
+            .find(|i| i.iface_id == update.iface_id)
+            .cloned()
+            .ok_or_else(|| VmmActionError::NotFound {
+                kind: "Network interface",
+                id: update.iface_id.clone(),
+            })?;
+        iface.rx_rate_limiter =
+            config::merge_limiter(iface.rx_rate_limiter, update.rx_rate_limiter);
+        iface.tx_rate_limiter =
+            config::merge_limiter(iface.tx_rate_limiter, update.tx_rate_limiter);
+        Ok(iface)
+    }
+
+    /// Records an interface changed after boot, for `GET /vm/config`.
+    pub fn record_network_interface_update(&mut self, iface: NetworkInterfaceConfig) {
+        let ifaces = &mut self.config.network_interfaces;
+        if let Some(slot) = ifaces.iter_mut().find(|i| i.iface_id == iface.iface_id) {
+            *slot = iface;
         }
     }
 

@@ -58,6 +58,7 @@ fn iface(id: &str, tap: &str, mac: Option<&str>) -> NetworkInterfaceConfig {
         iface_id: id.into(),
         host_dev_name: tap.into(),
         guest_mac: mac.map(Into::into),
+        mtu: None,
         rx_rate_limiter: None,
         tx_rate_limiter: None,
     }
@@ -191,10 +192,13 @@ fn drive_ids_and_rate_limiters_are_validated() {
         "{err}"
     );
     let mut limited = files.drive("data", false);
-    limited.rate_limiter = Some(serde_json::json!({}));
-    let err = apply(&mut cfg, InsertDrive(limited)).unwrap_err();
-    assert!(err.to_string().contains("rate limiters"), "{err}");
+    limited.rate_limiter = Some(limits(1, crate::config::MAX_REFILL_TIME_MS + 1));
+    let err = apply(&mut cfg, InsertDrive(limited.clone())).unwrap_err();
+    assert!(err.to_string().contains("refill_time"), "{err}");
     assert!(cfg.config().drives.is_empty());
+    limited.rate_limiter = Some(limits(1, 10));
+    apply(&mut cfg, InsertDrive(limited.clone())).unwrap();
+    assert_eq!(cfg.config().drives, [limited]);
 }
 
 #[test]
@@ -275,9 +279,71 @@ fn drive_updates_name_the_drive_and_its_new_file() {
     let err = cfg.updated_drive(&update).unwrap_err();
     assert_eq!(err.to_string(), "Drive \"data\" does not exist.");
     update.path_on_host = None;
-    update.rate_limiter = Some(serde_json::json!({}));
-    let err = cfg.updated_drive(&update).unwrap_err();
-    assert!(err.to_string().contains("rate limiters"), "{err}");
+    assert_eq!(
+        cfg.updated_drive(&update).unwrap_err().to_string(),
+        "Empty PATCH request."
+    );
+    // Limits alone, merged bucket by bucket into what the drive had.
+    update.drive_id = "rootfs".into();
+    update.rate_limiter = Some(limits(5, 100));
+    let drive = cfg.updated_drive(&update).unwrap();
+    assert_eq!(drive.path_on_host, PathBuf::from("/new"));
+    assert_eq!(drive.rate_limiter, Some(limits(5, 100)));
+    cfg.record_drive_update(drive);
+    update.rate_limiter = Some(crate::config::RateLimiterConfig {
+        bandwidth: Some(bucket(1000, 10)),
+        ops: None,
+    });
+    let drive = cfg.updated_drive(&update).unwrap();
+    let limiter = drive.rate_limiter.unwrap();
+    assert_eq!(
+        (limiter.ops, limiter.bandwidth),
+        (Some(bucket(5, 100)), Some(bucket(1000, 10)))
+    );
+}
+
+#[test]
+fn interface_updates_merge_limits_and_need_the_interface() {
+    let mut cfg = VmResources::default();
+    apply(
+        &mut cfg,
+        InsertNetworkInterface(iface("eth0", "tap0", None)),
+    )
+    .unwrap();
+    let mut update = crate::config::NetworkInterfaceUpdate {
+        iface_id: "eth1".into(),
+        rx_rate_limiter: Some(limits(5, 100)),
+        tx_rate_limiter: None,
+    };
+    let err = cfg.updated_network_interface(&update).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Network interface \"eth1\" does not exist."
+    );
+    update.iface_id = "eth0".into();
+    let updated = cfg.updated_network_interface(&update).unwrap();
+    assert_eq!(updated.rx_rate_limiter, Some(limits(5, 100)));
+    assert_eq!(updated.tx_rate_limiter, None);
+    cfg.record_network_interface_update(updated.clone());
+    assert_eq!(cfg.config().network_interfaces, [updated]);
+    update.tx_rate_limiter = Some(limits(1, crate::config::MAX_REFILL_TIME_MS + 1));
+    assert!(cfg.updated_network_interface(&update).is_err());
+}
+
+fn bucket(size: u64, refill_time: u64) -> crate::config::TokenBucketConfig {
+    crate::config::TokenBucketConfig {
+        size,
+        one_time_burst: None,
+        refill_time,
+    }
+}
+
+/// A limiter with only an ops bucket.
+fn limits(size: u64, refill_time: u64) -> crate::config::RateLimiterConfig {
+    crate::config::RateLimiterConfig {
+        bandwidth: None,
+        ops: Some(bucket(size, refill_time)),
+    }
 }
 
 #[test]

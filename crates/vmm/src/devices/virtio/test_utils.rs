@@ -239,6 +239,14 @@ impl TestDriver {
         panic!("the event loop never went idle");
     }
 
+    /// Waits up to `ms` milliseconds for an event (a timer), then dispatches until idle.
+    /// Returns whether one came.
+    pub fn wait_events(&mut self, ms: i32) -> bool {
+        let came = self.event_manager.run_with_timeout(ms).unwrap() > 0;
+        self.run_events();
+        came
+    }
+
     pub fn used_idx(&self) -> u16 {
         u16::from_le(self.mem.read_obj(GuestAddress(USED_RING + 2)).unwrap())
     }

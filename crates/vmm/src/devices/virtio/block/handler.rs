@@ -11,7 +11,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestMemoryError};
 
 use super::backend::{DiskFile, DiskIoError};
-use super::request::{Request, RequestType};
+use super::request::{ParseError, Request, RequestType};
 use super::{BlockMetrics, QUEUE_SIZE, SECTOR_SIZE};
 use crate::vstate::memory::GuestMemory;
 
@@ -36,6 +36,22 @@ pub enum ExecuteError {
     Io(#[from] DiskIoError),
 }
 
+/// A chain parsed, well formed or not.
+pub struct Parsed(Result<Request, ParseError>);
+
+impl Parsed {
+    /// The bytes a rate limiter charges: the data of reads and writes, nothing otherwise
+    /// (a malformed request costs one operation only).
+    pub fn bytes(&self) -> u64 {
+        match &self.0 {
+            Ok(req) if matches!(req.request_type, RequestType::In | RequestType::Out) => {
+                u64::from(req.data_len)
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// Everything a request needs besides guest memory: the disk and the drive id.
 pub struct RequestHandler {
     id: [u8; ID_BYTES],
@@ -52,15 +68,20 @@ impl RequestHandler {
         RequestHandler { id, disk, metrics }
     }
 
-    /// Parses and executes one chain and writes its status byte when it can be located.
-    /// Returns the number of bytes written into the chain's buffers, for the used ring.
-    pub fn handle<M>(&self, chain: DescriptorChain<M>, mem: &GuestMemory) -> u32
+    /// Parses one chain; what [`Self::finish`] then executes.
+    pub fn parse<M>(&self, chain: DescriptorChain<M>, mem: &GuestMemory) -> Parsed
     where
         M: Deref,
         M::Target: vm_memory::GuestMemory,
     {
+        Parsed(Request::parse(chain, mem, MAX_DESCS))
+    }
+
+    /// Executes a parsed chain and writes its status byte when it can be located.
+    /// Returns the number of bytes written into the chain's buffers, for the used ring.
+    pub fn finish(&self, parsed: Parsed, mem: &GuestMemory) -> u32 {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let (status_addr, status, written) = match Request::parse(chain, mem, MAX_DESCS) {
+        let (status_addr, status, written) = match parsed.0 {
             Ok(req) => {
                 let (status, written) = self.execute(&req, mem);
                 (Some(req.status), status, written)

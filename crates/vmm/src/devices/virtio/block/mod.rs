@@ -6,13 +6,18 @@
 
 pub mod backend;
 pub mod handler;
+#[cfg(test)]
+mod limiter_tests;
 pub mod request;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use event_manager::{EventOps, EventSet, Events};
 
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
@@ -21,8 +26,9 @@ use virtio_queue::QueueT;
 use super::core::VirtioCore;
 use super::device::VirtioDevice;
 use super::VIRTIO_F_VERSION_1;
-use crate::config::DriveConfig;
+use crate::config::{DriveConfig, RateLimiterConfig};
 use crate::host_file::HostFileError;
+use crate::rate_limiter::{RateLimiter, RateLimiterError};
 use backend::DiskFile;
 use handler::RequestHandler;
 
@@ -53,6 +59,12 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("drive {id}: {source}")]
+    RateLimiter {
+        id: String,
+        #[source]
+        source: RateLimiterError,
+    },
     #[error(
         "drive {id}: {path} has no write permission but the drive is writable (os error 13)",
         path = path.display()
@@ -75,6 +87,8 @@ pub struct BlockMetrics {
     pub failed_requests: AtomicU64,
     /// Flushes that reached `fdatasync` (cache type Writeback).
     pub synced_flushes: AtomicU64,
+    /// Times the rate limiter stopped the queue until its timer.
+    pub rate_limiter_throttled: AtomicU64,
 }
 
 impl BlockMetrics {
@@ -85,6 +99,7 @@ impl BlockMetrics {
             "requests": load(&self.requests),
             "failed_requests": load(&self.failed_requests),
             "synced_flushes": load(&self.synced_flushes),
+            "rate_limiter_throttled": load(&self.rate_limiter_throttled),
         })
     }
 }
@@ -94,6 +109,7 @@ pub struct Block {
     core: VirtioCore,
     handler: RequestHandler,
     metrics: Arc<BlockMetrics>,
+    limiter: RateLimiter,
 }
 
 impl Block {
@@ -110,11 +126,29 @@ impl Block {
         cfg[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         let metrics = Arc::new(BlockMetrics::default());
         let name = format!("virtio-blk {}", config.drive_id);
+        let limiter = RateLimiter::new(config.rate_limiter.as_ref()).map_err(|source| {
+            BlockError::RateLimiter {
+                id: config.drive_id.clone(),
+                source,
+            }
+        })?;
         Ok(Block {
             core: VirtioCore::new(name, VIRTIO_ID_BLOCK, &[QUEUE_SIZE], avail_features, cfg),
             handler: RequestHandler::new(&config.drive_id, disk, metrics.clone()),
             metrics,
+            limiter,
         })
+    }
+
+    /// New limits (PATCH /drives), effective at once; buckets not named keep theirs.
+    pub fn update_rate_limiter(&mut self, update: &RateLimiterConfig) {
+        self.limiter.update(update);
+    }
+
+    /// The limiter, for tests to put on a clock they move.
+    #[cfg(test)]
+    pub(crate) fn set_rate_limiter(&mut self, limiter: RateLimiter) {
+        self.limiter = limiter;
     }
 
     pub fn metrics(&self) -> Arc<BlockMetrics> {
@@ -131,19 +165,29 @@ impl Block {
     }
 
     /// Handles available requests, then interrupts the guest once if any were used.
-    /// Returns true when the batch limit was hit and requests may remain.
+    /// Returns true when the batch limit was hit and requests may remain. A request the
+    /// rate limiter refuses stays in the queue until the limiter's timer fires.
     fn process_requests(&mut self) -> bool {
         let Some(active) = self.core.active_mut() else {
             return false;
         };
         let (mem, queue) = (&active.mem, &mut active.queues[0]);
         let mut handled = 0;
-        while handled < BATCH_LIMIT {
+        while handled < BATCH_LIMIT && !self.limiter.is_blocked() {
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 break;
             };
             let head = chain.head_index();
-            let written = self.handler.handle(chain, mem);
+            let parsed = self.handler.parse(chain, mem);
+            if !self.limiter.consume(1, parsed.bytes()) {
+                // Parsed again when the timer fires: the guest may not rely on it as it is.
+                queue.set_next_avail(queue.next_avail().wrapping_sub(1));
+                self.metrics
+                    .rate_limiter_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let written = self.handler.finish(parsed, mem);
             if let Err(e) = queue.add_used(mem, head, written) {
                 log::warn!("virtio-blk: cannot return descriptor {head}: {e}");
             }
@@ -153,6 +197,15 @@ impl Block {
             active.interrupt.signal_used_queue();
         }
         handled == BATCH_LIMIT
+    }
+
+    /// The limiter's timer fired: go on with the queue.
+    fn on_rate_limiter_timer(&mut self) {
+        self.limiter.on_timer();
+        if self.process_requests() {
+            // Yield to the other event sources, and come back through the timer.
+            self.limiter.defer();
+        }
     }
 }
 
@@ -175,5 +228,29 @@ impl VirtioDevice for Block {
 
     fn metrics_json(&self) -> serde_json::Value {
         self.metrics.to_json()
+    }
+
+    fn init_events(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.limiter, EventSet::IN)) {
+            log::error!(
+                "{}: cannot watch the rate limiter timer: {e}",
+                self.core.name()
+            );
+        }
+    }
+
+    fn remove_events(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.remove(Events::new(&self.limiter, EventSet::IN)) {
+            log::error!(
+                "{}: cannot stop watching the rate limiter: {e}",
+                self.core.name()
+            );
+        }
+    }
+
+    fn process_event(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.limiter.as_raw_fd() {
+            self.on_rate_limiter_timer();
+        }
     }
 }

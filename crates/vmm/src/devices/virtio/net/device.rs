@@ -6,8 +6,8 @@ use event_manager::{EventOps, EventSet, Events};
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 use virtio_queue::{Queue, QueueT};
 
-use super::rx::RxStop;
-use super::tx::TxStop;
+use super::rx::{RxIo, RxStop};
+use super::tx::{TxIo, TxStop};
 use super::{tap_offloads, Net, BATCH_LIMIT, RX_INDEX, TX_INDEX};
 use crate::devices::virtio::core::VirtioCore;
 use crate::devices::virtio::device::VirtioDevice;
@@ -27,14 +27,19 @@ impl Net {
         let mut more = false;
         for _ in 0..RECHECKS {
             let budget = BATCH_LIMIT - total;
-            let (used, stop) =
-                self.rx
-                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            let io = RxIo {
+                tap: self.tap.as_ref(),
+                metrics: &self.metrics,
+                limiter: &mut self.rx_limiter,
+            };
+            let (used, stop) = self.rx.process(queue, mem, io, budget);
             total += used;
             match stop {
                 RxStop::NoBuffers if rearm(queue, mem) => continue,
                 RxStop::NoBuffers => {}
                 RxStop::TapEmpty => quiet(queue, mem),
+                // The limiter's timer resumes RX.
+                RxStop::Throttled => {}
                 RxStop::Budget => more = true,
             }
             break;
@@ -56,14 +61,18 @@ impl Net {
         for _ in 0..RECHECKS {
             quiet(queue, mem);
             let budget = BATCH_LIMIT - total;
-            let (used, stop) =
-                self.tx
-                    .process(queue, mem, self.tap.as_ref(), &self.metrics, budget);
+            let io = TxIo {
+                tap: self.tap.as_ref(),
+                metrics: &self.metrics,
+                limiter: &mut self.tx_limiter,
+            };
+            let (used, stop) = self.tx.process(queue, mem, io, budget);
             total += used;
             match stop {
                 TxStop::Empty if rearm(queue, mem) => continue,
-                // Blocked: EPOLLOUT resumes the queue, which re-enables notifications.
-                TxStop::Empty | TxStop::Blocked => {}
+                // Blocked: EPOLLOUT resumes the queue, which re-enables notifications;
+                // Throttled: the limiter's timer does.
+                TxStop::Empty | TxStop::Blocked | TxStop::Throttled => {}
                 TxStop::Budget => more = true,
             }
             break;
@@ -85,6 +94,20 @@ impl Net {
             self.tx.blocked = false;
             more |= self.process_tx();
         }
+        if more {
+            self.kick_resume();
+        }
+    }
+
+    /// A rate limiter's timer fired: go on with its queue.
+    pub(super) fn on_limiter_timer(&mut self, index: usize) {
+        let more = if index == RX_INDEX {
+            self.rx_limiter.on_timer();
+            self.process_rx()
+        } else {
+            self.tx_limiter.on_timer();
+            self.process_tx()
+        };
         if more {
             self.kick_resume();
         }
@@ -186,11 +209,7 @@ impl VirtioDevice for Net {
 
     fn init_events(&mut self, ops: &mut EventOps) {
         let tap = EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED;
-        let registrations = [
-            (self.tap.as_raw_fd(), tap),
-            (self.resume.as_raw_fd(), EventSet::IN),
-        ];
-        for (fd, set) in registrations {
+        for (fd, set) in self.watched_fds(tap) {
             if let Err(e) = ops.add(Events::new_raw(fd, set)) {
                 log::error!("virtio-net: {}: cannot watch fd {fd}: {e}", self.id);
             }
@@ -198,7 +217,7 @@ impl VirtioDevice for Net {
     }
 
     fn remove_events(&mut self, ops: &mut EventOps) {
-        for fd in [self.tap.as_raw_fd(), self.resume.as_raw_fd()] {
+        for (fd, _) in self.watched_fds(EventSet::IN) {
             if let Err(e) = ops.remove(Events::new_raw(fd, EventSet::IN)) {
                 log::error!("virtio-net: {}: cannot stop watching fd {fd}: {e}", self.id);
             }
@@ -206,16 +225,29 @@ impl VirtioDevice for Net {
     }
 
     fn process_event(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.fd() == self.tap.as_raw_fd() {
+        let fd = events.fd();
+        if fd == self.tap.as_raw_fd() {
             self.on_tap_event(events.event_set());
-        } else if events.fd() == self.resume.as_raw_fd() {
+        } else if fd == self.resume.as_raw_fd() {
             self.on_resume();
+        } else if fd == self.rx_limiter.as_raw_fd() {
+            self.on_limiter_timer(RX_INDEX);
+        } else if fd == self.tx_limiter.as_raw_fd() {
+            self.on_limiter_timer(TX_INDEX);
         } else {
-            log::warn!(
-                "virtio-net: {}: event on unknown fd {}",
-                self.id,
-                events.fd()
-            );
+            log::warn!("virtio-net: {}: event on unknown fd {fd}", self.id);
         }
+    }
+}
+
+impl Net {
+    /// The fds the event loop watches for this device; the TAP with `tap_events`.
+    fn watched_fds(&self, tap_events: EventSet) -> [(i32, EventSet); 4] {
+        [
+            (self.tap.as_raw_fd(), tap_events),
+            (self.resume.as_raw_fd(), EventSet::IN),
+            (self.rx_limiter.as_raw_fd(), EventSet::IN),
+            (self.tx_limiter.as_raw_fd(), EventSet::IN),
+        ]
     }
 }

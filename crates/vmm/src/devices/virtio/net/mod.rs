@@ -26,14 +26,15 @@ use virtio_bindings::virtio_net::{
     virtio_net_hdr_v1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_UFO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
-    VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::core::VirtioCore;
 use super::VIRTIO_F_VERSION_1;
-use crate::config::{parse_mac, NetworkInterfaceConfig};
+use crate::config::{parse_mac, NetworkInterfaceConfig, RateLimiterConfig};
+use crate::rate_limiter::{RateLimiter, RateLimiterError};
 use rx::Rx;
 pub use tap::{Tap, TapError, TapIo};
 use tx::Tx;
@@ -51,6 +52,8 @@ pub const MAX_FRAME_LEN: usize = 65536 + 14 + 4;
 const BATCH_LIMIT: usize = QUEUE_SIZE as usize;
 /// `struct virtio_net_config` up to `status`: mac[6], le16 status.
 const CONFIG_LEN: usize = 8;
+/// ... and up to `mtu` when VIRTIO_NET_F_MTU is offered: le16 max_virtqueue_pairs, le16 mtu.
+const CONFIG_LEN_MTU: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -62,6 +65,12 @@ pub enum NetError {
     },
     #[error("network interface {id:?}: guest_mac {mac:?} is not a MAC address")]
     BadMac { id: String, mac: String },
+    #[error("network interface {id:?}: {source}")]
+    RateLimiter {
+        id: String,
+        #[source]
+        source: RateLimiterError,
+    },
     #[error("network interface {id:?}: cannot create an eventfd: {source}")]
     EventFd {
         id: String,
@@ -96,6 +105,10 @@ pub struct NetMetrics {
     pub tx_dropped_tap_error: AtomicU64,
     /// Times TX stopped on EAGAIN to wait for EPOLLOUT.
     pub tx_blocked: AtomicU64,
+    /// Times the RX rate limiter held a frame until its timer.
+    pub rx_throttled: AtomicU64,
+    /// Times the TX rate limiter held a frame until its timer.
+    pub tx_throttled: AtomicU64,
 }
 
 impl NetMetrics {
@@ -114,7 +127,9 @@ impl NetMetrics {
             "tx_bytes": load(&self.tx_bytes),
             "tx_dropped_malformed": load(&self.tx_dropped_malformed),
             "tx_dropped_tap_error": load(&self.tx_dropped_tap_error),
-            "tx_blocked": load(&self.tx_blocked)
+            "tx_blocked": load(&self.tx_blocked),
+            "rx_rate_limiter_throttled": load(&self.rx_throttled),
+            "tx_rate_limiter_throttled": load(&self.tx_throttled)
         })
     }
 }
@@ -127,6 +142,8 @@ pub struct Net {
     metrics: Arc<NetMetrics>,
     rx: Rx,
     tx: Tx,
+    rx_limiter: RateLimiter,
+    tx_limiter: RateLimiter,
     /// Written when a batch limit was hit outside `process_queue`, to come back later.
     resume: EventFd,
 }
@@ -146,26 +163,51 @@ impl Net {
             id: id.clone(),
             source,
         })?;
-        Net::with_tap(&id, mac, Box::new(tap))
+        let mut net = Net::build(&id, mac, Box::new(tap), config.mtu)?;
+        net.update_rate_limiters(config.rx_rate_limiter, config.tx_rate_limiter);
+        Ok(net)
+    }
+
+    /// New limits (PATCH /network-interfaces), effective at once; buckets not named keep
+    /// theirs.
+    pub fn update_rate_limiters(
+        &mut self,
+        rx: Option<RateLimiterConfig>,
+        tx: Option<RateLimiterConfig>,
+    ) {
+        if let Some(rx) = rx {
+            self.rx_limiter.update(&rx);
+        }
+        if let Some(tx) = tx {
+            self.tx_limiter.update(&tx);
+        }
     }
 
     /// A device on an already open backend.
     pub fn with_tap(id: &str, mac: [u8; 6], tap: Box<dyn TapIo>) -> Result<Net, NetError> {
+        Net::build(id, mac, tap, None)
+    }
+
+    /// A device on an already open backend that tells the guest its MTU, if given.
+    pub fn build(
+        id: &str,
+        mac: [u8; 6],
+        tap: Box<dyn TapIo>,
+        mtu: Option<u16>,
+    ) -> Result<Net, NetError> {
         let resume = EventFd::new(EFD_NONBLOCK).map_err(|source| NetError::EventFd {
             id: id.to_string(),
             source,
         })?;
-        let mut config = vec![0u8; CONFIG_LEN];
-        config[..6].copy_from_slice(&mac);
-        config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let limiter = || {
+            RateLimiter::new(None).map_err(|source| NetError::RateLimiter {
+                id: id.to_string(),
+                source,
+            })
+        };
+        let (config, features) = config_space(mac, mtu);
         let name = format!("virtio-net {id}");
-        let core = VirtioCore::new(
-            name,
-            VIRTIO_ID_NET,
-            &[QUEUE_SIZE; 2],
-            avail_features(),
-            config,
-        );
+        let core = VirtioCore::new(name, VIRTIO_ID_NET, &[QUEUE_SIZE; 2], features, config);
         Ok(Net {
             id: id.to_string(),
             core,
@@ -173,6 +215,8 @@ impl Net {
             metrics: Arc::new(NetMetrics::default()),
             rx: Rx::new(),
             tx: Tx::default(),
+            rx_limiter: limiter()?,
+            tx_limiter: limiter()?,
             resume,
         })
     }
@@ -187,6 +231,22 @@ impl Net {
         mac.copy_from_slice(&self.core.config()[..6]);
         mac
     }
+}
+
+/// The config space and the features offered: the MTU field and VIRTIO_NET_F_MTU only
+/// when an MTU is set.
+fn config_space(mac: [u8; 6], mtu: Option<u16>) -> (Vec<u8>, u64) {
+    let mut config = vec![0u8; CONFIG_LEN];
+    config[..6].copy_from_slice(&mac);
+    config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+    let Some(mtu) = mtu else {
+        return (config, avail_features());
+    };
+    config.resize(CONFIG_LEN_MTU, 0);
+    // One queue pair; the field only means something with VIRTIO_NET_F_MQ.
+    config[8..10].copy_from_slice(&1u16.to_le_bytes());
+    config[10..12].copy_from_slice(&mtu.to_le_bytes());
+    (config, avail_features() | 1 << VIRTIO_NET_F_MTU)
 }
 
 fn avail_features() -> u64 {

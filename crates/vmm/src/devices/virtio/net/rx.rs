@@ -14,6 +14,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{NetMetrics, TapIo, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::rate_limiter::RateLimiter;
 use crate::vstate::memory::GuestMemory;
 
 /// Host buffer size: the largest frame and its header, with room to spare so that a frame
@@ -42,6 +43,8 @@ pub enum RxStop {
     NoBuffers,
     /// The batch limit was hit; frames may remain.
     Budget,
+    /// The rate limiter holds the next frame until its timer fires.
+    Throttled,
 }
 
 /// A receive chain taken from the queue and validated.
@@ -50,6 +53,13 @@ struct RxChain {
     head: u16,
     segments: Vec<(GuestAddress, usize)>,
     capacity: usize,
+}
+
+/// What an RX pass reads from and counts in.
+pub struct RxIo<'a> {
+    pub tap: &'a dyn TapIo,
+    pub metrics: &'a NetMetrics,
+    pub limiter: &'a mut RateLimiter,
 }
 
 /// RX state between passes.
@@ -62,6 +72,8 @@ pub struct Rx {
     pub tap_readable: bool,
     /// VIRTIO_NET_F_MRG_RXBUF was negotiated.
     pub mergeable: bool,
+    /// The frame in `buf` was charged to the rate limiter (it waits for buffers only).
+    charged: bool,
 }
 
 /// What became of the frame in the buffer.
@@ -80,6 +92,7 @@ impl Rx {
             reserved: VecDeque::new(),
             tap_readable: false,
             mergeable: false,
+            charged: false,
         }
     }
 
@@ -88,6 +101,7 @@ impl Rx {
         self.frame = None;
         self.reserved.clear();
         self.mergeable = false;
+        self.charged = false;
     }
 
     /// Whether a pass could make progress once the guest adds buffers.
@@ -95,37 +109,53 @@ impl Rx {
         self.tap_readable || self.frame.is_some()
     }
 
-    /// Moves up to `budget` frames from the TAP to the guest. Returns the number of chains
-    /// put in the used ring and why it stopped.
+    /// Moves up to `budget` frames from the TAP to the guest, as `limiter` allows. Returns
+    /// the number of chains put in the used ring and why it stopped.
     pub fn process(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,
-        tap: &dyn TapIo,
-        metrics: &NetMetrics,
+        io: RxIo,
         budget: usize,
     ) -> (usize, RxStop) {
         let mut used = 0;
         for _ in 0..budget {
+            if !self.charged && io.limiter.is_blocked() {
+                return (used, RxStop::Throttled);
+            }
             if self.frame.is_none() {
                 if !self.tap_readable {
                     return (used, RxStop::TapEmpty);
                 }
-                self.frame = self.read_frame(tap, metrics);
-                if self.frame.is_none() {
-                    continue;
-                }
+                self.frame = self.read_frame(io.tap, io.metrics);
             }
-            match self.deliver(queue, mem, metrics) {
+            let Some(len) = self.frame else {
+                continue;
+            };
+            if !self.charged && !self.charge(len, io.limiter, io.metrics) {
+                return (used, RxStop::Throttled);
+            }
+            match self.deliver(queue, mem, io.metrics) {
                 Delivery::Used(chains) => used += chains,
                 Delivery::NoBuffers => {
-                    metrics.rx_deferred.fetch_add(1, Ordering::Relaxed);
+                    io.metrics.rx_deferred.fetch_add(1, Ordering::Relaxed);
                     return (used, RxStop::NoBuffers);
                 }
                 Delivery::Dropped => {}
             }
+            self.charged = false;
         }
         (used, RxStop::Budget)
+    }
+
+    /// Charges the frame of `len` bytes (vnet header excluded) to the limiter.
+    fn charge(&mut self, len: usize, limiter: &mut RateLimiter, metrics: &NetMetrics) -> bool {
+        let bytes = (len - VNET_HDR_LEN) as u64;
+        self.charged = limiter.consume(1, bytes);
+        if !self.charged {
+            metrics.rx_throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.charged
     }
 
     /// Reads one frame into `buf`; None when there is none (or it was dropped).

@@ -9,6 +9,7 @@ use vm_memory::volatile_memory::PtrGuard;
 use vm_memory::GuestMemoryBackend;
 
 use super::{NetMetrics, TapIo, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::rate_limiter::RateLimiter;
 use crate::vstate::memory::GuestMemory;
 
 /// The longest chain accepted: the vnet header and the largest frame.
@@ -40,6 +41,8 @@ pub enum TxStop {
     Blocked,
     /// The batch limit was hit; chains may remain.
     Budget,
+    /// The rate limiter holds the next frame until its timer fires.
+    Throttled,
 }
 
 /// TX state between passes.
@@ -56,14 +59,28 @@ struct Gathered {
     iovecs: Vec<libc::iovec>,
 }
 
+/// What a TX pass writes to and counts in.
+pub struct TxIo<'a> {
+    pub tap: &'a dyn TapIo,
+    pub metrics: &'a NetMetrics,
+    pub limiter: &'a mut RateLimiter,
+}
+
+/// What became of one chain.
+enum Sent {
+    /// Sent or dropped: the chain is used.
+    Done,
+    /// Left in the queue.
+    Stopped(TxStop),
+}
+
 impl Tx {
     /// Sends up to `budget` frames. Returns the number of chains put in the used ring.
     pub fn process(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,
-        tap: &dyn TapIo,
-        metrics: &NetMetrics,
+        mut io: TxIo,
         budget: usize,
     ) -> (usize, TxStop) {
         if self.blocked {
@@ -72,16 +89,18 @@ impl Tx {
         let mut gathered = Gathered::default();
         let mut used = 0;
         for _ in 0..budget {
+            if io.limiter.is_blocked() {
+                return (used, TxStop::Throttled);
+            }
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 return (used, TxStop::Empty);
             };
             let head = chain.head_index();
-            if !send_chain(chain, mem, tap, metrics, &mut gathered) {
-                // Leave the chain in the queue until EPOLLOUT.
+            if let Sent::Stopped(stop) = send_chain(chain, mem, &mut io, &mut gathered) {
+                // Leave the chain in the queue until EPOLLOUT or the limiter's timer.
                 queue.set_next_avail(queue.next_avail().wrapping_sub(1));
-                self.blocked = true;
-                metrics.tx_blocked.fetch_add(1, Ordering::Relaxed);
-                return (used, TxStop::Blocked);
+                self.blocked = stop == TxStop::Blocked;
+                return (used, stop);
             }
             if let Err(e) = queue.add_used(mem, head, 0) {
                 log::warn!("virtio-net: cannot return TX descriptor {head}: {e}");
@@ -92,14 +111,14 @@ impl Tx {
     }
 }
 
-/// Sends or drops one chain. Returns false (chain not consumed) when the TAP would block.
+/// Sends or drops one chain, unless the limiter refuses it or the TAP would block.
 fn send_chain(
     chain: DescriptorChain<&GuestMemory>,
     mem: &GuestMemory,
-    tap: &dyn TapIo,
-    metrics: &NetMetrics,
+    io: &mut TxIo,
     gathered: &mut Gathered,
-) -> bool {
+) -> Sent {
+    let (tap, metrics) = (io.tap, io.metrics);
     gathered.guards.clear();
     gathered.iovecs.clear();
     let len = match gather(chain, mem, gathered) {
@@ -107,24 +126,31 @@ fn send_chain(
         Err(e) => {
             log::debug!("virtio-net: {}: TX chain dropped: {e}", tap.name());
             metrics.tx_dropped_malformed.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return Sent::Done;
         }
     };
+    let frame = (len - VNET_HDR_LEN) as u64;
+    if !io.limiter.consume(1, frame) {
+        metrics.tx_throttled.fetch_add(1, Ordering::Relaxed);
+        return Sent::Stopped(TxStop::Throttled);
+    }
     match writev(tap, &gathered.iovecs) {
         Ok(_) => {
             metrics.tx_packets.fetch_add(1, Ordering::Relaxed);
-            let frame = (len - VNET_HDR_LEN) as u64;
             metrics.tx_bytes.fetch_add(frame, Ordering::Relaxed);
-            true
+            Sent::Done
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            metrics.tx_blocked.fetch_add(1, Ordering::Relaxed);
+            Sent::Stopped(TxStop::Blocked)
+        }
         Err(e) => {
             log::debug!(
                 "virtio-net: {}: TAP refused a {len}-byte frame: {e}",
                 tap.name()
             );
             metrics.tx_dropped_tap_error.fetch_add(1, Ordering::Relaxed);
-            true
+            Sent::Done
         }
     }
 }

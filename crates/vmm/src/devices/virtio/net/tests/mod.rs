@@ -3,6 +3,7 @@
 //! TAP in a private network namespace when running as root.
 
 mod harness;
+mod limiter;
 mod real_tap;
 mod rx;
 mod transport;

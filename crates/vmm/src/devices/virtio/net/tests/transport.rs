@@ -108,6 +108,7 @@ fn configuration_errors_name_the_interface() {
         iface_id: "eth7".into(),
         host_dev_name: "ember-nope0".into(),
         guest_mac: Some("06:00:00:00:00:01".into()),
+        mtu: None,
         rx_rate_limiter: None,
         tx_rate_limiter: None,
     };
@@ -148,4 +149,18 @@ fn saved_state_restores_features_offloads_and_queues() {
     let mut config = [0u8; 6];
     restored.read_bytes(0x100, &mut config);
     assert_eq!(config, MAC);
+}
+
+#[test]
+fn an_mtu_is_offered_with_its_config_field_only_when_set() {
+    let (tap, _peer, _) = fake_tap();
+    let net = Net::build("eth0", MAC, Box::new(tap), Some(9000)).unwrap();
+    let with_mtu = TestDriver::new(Box::new(net));
+    assert!(with_mtu.device_features() & 1 << VIRTIO_NET_F_MTU != 0);
+    let mut config = [0u8; 12];
+    with_mtu.read_bytes(0x100, &mut config);
+    assert_eq!(config[..6], MAC);
+    assert_eq!(u16::from_le_bytes([config[10], config[11]]), 9000);
+    let (plain, _) = driver();
+    assert!(plain.device_features() & 1 << VIRTIO_NET_F_MTU == 0);
 }
