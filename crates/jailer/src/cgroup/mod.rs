@@ -1,0 +1,322 @@
+//! The monitor's cgroup: `<hierarchy>/<parent-cgroup>/<id>`, with the `--cgroup` values
+//! written before the jailer moves itself in (so the monitor starts limited), in cgroup v1
+//! (one such folder per hierarchy a file needs) or v2.
+
+mod mounts;
+
+use crate::args::CgroupSetting;
+use crate::undo::Undo;
+use mounts::{own_cgroup, Mounts};
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    Mountinfo(io::Error),
+    #[error("--parent-cgroup {0} must be a relative path without '..'")]
+    Parent(PathBuf),
+    #[error("--cgroup {0}: no cgroup v1 hierarchy has the {1} controller")]
+    NoV1Controller(String, String),
+    #[error("--cgroup-version 2: no cgroup2 file system is mounted")]
+    NoV2,
+    #[error("--cgroup {file}: the {controller} controller is not available in cgroup v2 at {mount} (available: {available})")]
+    NoV2Controller {
+        file: String,
+        controller: String,
+        mount: PathBuf,
+        available: String,
+    },
+    #[error("--cgroup {0}: there is no such file in cgroup v{1}")]
+    NoFile(String, u8),
+    #[error("--cgroup {0}: the jailer itself moves the monitor into its cgroup")]
+    Membership(String),
+    #[error("cannot create cgroup {0}: {1}")]
+    Create(PathBuf, io::Error),
+    #[error("cannot enable the {1} controller in {0}: {2}")]
+    Enable(PathBuf, String, io::Error),
+    #[error("cannot write '{1}' to {0}: {2}")]
+    Write(PathBuf, String, io::Error),
+    #[error("cannot move the jailer into cgroup {0}: {1}")]
+    Join(PathBuf, io::Error),
+}
+
+/// One cgroup to make (or join) and fill.
+#[derive(Debug, PartialEq, Eq)]
+struct Group {
+    /// The hierarchy's mount point.
+    hierarchy: PathBuf,
+    /// `<parent>/<id>`, relative to `hierarchy`.
+    path: PathBuf,
+    /// v1: a controller of the hierarchy, to find this process's current cgroup there.
+    controller: Option<String>,
+    settings: Vec<CgroupSetting>,
+    /// v2: controllers to enable in every ancestor's `cgroup.subtree_control`.
+    enable: Vec<String>,
+}
+
+/// The checked cgroup work: which folders, which values.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CgroupPlan {
+    version: u8,
+    groups: Vec<Group>,
+}
+
+impl CgroupPlan {
+    /// Checks the settings against the mounted hierarchies without changing anything.
+    pub fn new(
+        version: u8,
+        settings: &[CgroupSetting],
+        parent: &Path,
+        id: &str,
+    ) -> Result<CgroupPlan, CgroupError> {
+        if parent.is_absolute()
+            || parent
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(CgroupError::Parent(parent.to_path_buf()));
+        }
+        for s in settings {
+            if matches!(s.file.as_str(), "cgroup.procs" | "cgroup.threads") {
+                return Err(CgroupError::Membership(s.file.clone()));
+            }
+        }
+        let mounts = Mounts::of_this_process().map_err(CgroupError::Mountinfo)?;
+        let groups = if version == 1 {
+            plan_v1(&mounts, settings, &parent.join(id))?
+        } else {
+            plan_v2(&mounts, settings, parent, id)?
+        };
+        Ok(CgroupPlan { version, groups })
+    }
+
+    /// Creates the cgroups, writes the values and moves this process in; `undo` learns how
+    /// to take each step back.
+    pub fn apply(&self, undo: &mut Undo) -> Result<(), CgroupError> {
+        for g in &self.groups {
+            if !g.settings.is_empty() {
+                make_dirs(&g.hierarchy, &g.path, undo)?;
+            }
+            enable_controllers(&g.hierarchy, &g.path, &g.enable, undo)?;
+            for s in &g.settings {
+                let file = g.hierarchy.join(&g.path).join(&s.file);
+                fs::write(&file, &s.value)
+                    .map_err(|e| CgroupError::Write(file, s.value.clone(), e))?;
+            }
+            join(g, self.version, undo)?;
+        }
+        Ok(())
+    }
+}
+
+fn plan_v1(
+    mounts: &Mounts,
+    settings: &[CgroupSetting],
+    path: &Path,
+) -> Result<Vec<Group>, CgroupError> {
+    let mut groups: Vec<Group> = Vec::new();
+    for s in settings {
+        let controller = s.controller();
+        let h = mounts
+            .v1_for(controller)
+            .ok_or_else(|| CgroupError::NoV1Controller(s.file.clone(), controller.into()))?;
+        // Every cgroup of a v1 hierarchy has the same files: look in the nearest one.
+        if !nearest_existing(&h.mount, path).join(&s.file).is_file() {
+            return Err(CgroupError::NoFile(s.file.clone(), 1));
+        }
+        match groups.iter_mut().find(|g| g.hierarchy == h.mount) {
+            Some(g) => g.settings.push(s.clone()),
+            None => groups.push(Group {
+                hierarchy: h.mount.clone(),
+                path: path.to_path_buf(),
+                controller: Some(controller.to_string()),
+                settings: vec![s.clone()],
+                enable: Vec::new(),
+            }),
+        }
+    }
+    Ok(groups)
+}
+
+fn plan_v2(
+    mounts: &Mounts,
+    settings: &[CgroupSetting],
+    parent: &Path,
+    id: &str,
+) -> Result<Vec<Group>, CgroupError> {
+    let root = mounts.v2.clone().ok_or(CgroupError::NoV2)?;
+    if settings.is_empty() {
+        // Without values, an existing parent cgroup is joined as it is (and a missing one
+        // is no error): the operator prepared it.
+        let exists = !parent.as_os_str().is_empty() && root.join(parent).is_dir();
+        return Ok(exists
+            .then(|| v2_group(&root, parent.to_path_buf(), Vec::new(), Vec::new()))
+            .into_iter()
+            .collect());
+    }
+    let available = read_words(&root.join("cgroup.controllers"));
+    let mut enable: Vec<String> = Vec::new();
+    for s in settings {
+        let controller = s.controller().to_string();
+        check_v2_file(&root, parent, s, &available)?;
+        if available.contains(&controller) && !enable.contains(&controller) {
+            enable.push(controller);
+        }
+    }
+    Ok(vec![v2_group(
+        &root,
+        parent.join(id),
+        settings.to_vec(),
+        enable,
+    )])
+}
+
+fn v2_group(
+    root: &Path,
+    path: PathBuf,
+    settings: Vec<CgroupSetting>,
+    enable: Vec<String>,
+) -> Group {
+    Group {
+        hierarchy: root.to_path_buf(),
+        path,
+        controller: None,
+        settings,
+        enable,
+    }
+}
+
+/// A v2 file is checked where it can be seen: in the nearest existing cgroup on the way to
+/// the new one or in a child of the root that has its controller; a controller's files only
+/// appear in cgroups whose parent enabled it, so one that no cgroup shows yet is checked
+/// by the kernel when the value is written (and the jailer then undoes everything).
+fn check_v2_file(
+    root: &Path,
+    parent: &Path,
+    s: &CgroupSetting,
+    available: &[String],
+) -> Result<(), CgroupError> {
+    let controller = s.controller();
+    if nearest_existing(root, parent).join(&s.file).is_file() {
+        return Ok(());
+    }
+    if controller != "cgroup" && !available.iter().any(|c| c == controller) {
+        return Err(CgroupError::NoV2Controller {
+            file: s.file.clone(),
+            controller: controller.to_string(),
+            mount: root.to_path_buf(),
+            available: available.join(" "),
+        });
+    }
+    let children = fs::read_dir(root).into_iter().flatten().flatten();
+    let mut seen = std::iter::once(nearest_existing(root, parent))
+        .chain(children.map(|e| e.path()))
+        .filter(|d| d.is_dir() && d != root)
+        .filter(|d| {
+            read_words(&d.join("cgroup.controllers"))
+                .iter()
+                .any(|c| c == controller)
+        });
+    match seen.next() {
+        Some(dir) if !dir.join(&s.file).is_file() => Err(CgroupError::NoFile(s.file.clone(), 2)),
+        _ => Ok(()),
+    }
+}
+
+/// The deepest existing folder on the way from `root` to `root/path`.
+fn nearest_existing(root: &Path, path: &Path) -> PathBuf {
+    path.ancestors()
+        .map(|p| root.join(p))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| root.to_path_buf())
+}
+
+fn read_words(file: &Path) -> Vec<String> {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+fn make_dirs(root: &Path, path: &Path, undo: &mut Undo) -> Result<(), CgroupError> {
+    let mut dir = root.to_path_buf();
+    for part in path.components() {
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Ok(()) => undo.created_dir(&dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(CgroupError::Create(dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// v2: a controller's files exist in a cgroup only when every ancestor enabled it for its
+/// children (`+memory` in `cgroup.subtree_control`), from the root down.
+fn enable_controllers(
+    root: &Path,
+    path: &Path,
+    controllers: &[String],
+    undo: &mut Undo,
+) -> Result<(), CgroupError> {
+    let ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    for rel in ancestors.into_iter().rev() {
+        let file = root.join(rel).join("cgroup.subtree_control");
+        let enabled = read_words(&file);
+        for c in controllers.iter().filter(|c| !enabled.contains(c)) {
+            fs::write(&file, format!("+{c}"))
+                .map_err(|e| CgroupError::Enable(root.join(rel), c.clone(), e))?;
+            let (file, c) = (file.clone(), c.clone());
+            undo.push(format!("disable {c} in {}", file.display()), move || {
+                fs::write(&file, format!("-{c}"))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Moves this process into the group; undoing moves it back to where it was, so the new
+/// cgroup can be removed.
+fn join(g: &Group, version: u8, undo: &mut Undo) -> Result<(), CgroupError> {
+    let procs = g.hierarchy.join(&g.path).join("cgroup.procs");
+    let origin = own_cgroup(if version == 1 {
+        g.controller.as_deref()
+    } else {
+        None
+    })
+    .map(|p| g.hierarchy.join(p).join("cgroup.procs"));
+    fs::write(&procs, std::process::id().to_string())
+        .map_err(|e| CgroupError::Join(procs.clone(), e))?;
+    if let Some(origin) = origin {
+        undo.push(format!("move back to {}", origin.display()), move || {
+            fs::write(&origin, std::process::id().to_string())
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_must_stay_inside_the_hierarchy() {
+        for bad in ["/abs", "a/../../b", "./x"] {
+            let err = CgroupPlan::new(1, &[], Path::new(bad), "id").unwrap_err();
+            assert!(matches!(err, CgroupError::Parent(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_jailer_owns_membership() {
+        let s: CgroupSetting = "cgroup.procs=1".parse().unwrap();
+        let err = CgroupPlan::new(2, &[s], Path::new("ember"), "id").unwrap_err();
+        assert!(matches!(err, CgroupError::Membership(_)));
+    }
+
+    #[test]
+    fn nearest_existing_walks_up() {
+        let root = std::env::temp_dir();
+        assert_eq!(nearest_existing(&root, Path::new("no/such/dir")), root);
+    }
+}
