@@ -4,10 +4,11 @@
 use crate::privileges::{self, PrivError};
 use crate::validate::Jail;
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{kill, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, execve, fork, pipe2, setsid};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::{getppid, ForkResult, Pid};
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
@@ -46,7 +47,7 @@ pub fn launch(jail: &Jail, stamps: Stamps, dev_null: Option<OwnedFd>) -> Result<
     privileges::set_limits(&jail.limits)?;
     if !jail.daemonize && !jail.new_pid_ns {
         write_pid_file(jail, std::process::id())?;
-        return exec_monitor(jail, stamps, 0).map(|never| match never {});
+        return exec_monitor(jail, stamps, 0, None).map(|never| match never {});
     }
     if jail.new_pid_ns {
         // The next child is PID 1 of a new namespace; this process stays where it is.
@@ -85,8 +86,11 @@ fn child(
         for dup in [dup2_stdin, dup2_stdout, dup2_stderr] {
             dup(&null).map_err(|e| LaunchError::Sys("redirect stdio to /dev/null", e))?;
         }
+        return exec_monitor(jail, stamps, parent_cpu_us, None);
     }
-    exec_monitor(jail, stamps, parent_cpu_us)
+    // The jailer waits in the caller's place: if it is killed (SIGKILL cannot be passed on),
+    // the monitor must not live on unsupervised.
+    exec_monitor(jail, stamps, parent_cpu_us, Some(getppid()))
 }
 
 fn parent(jail: &Jail, child: Pid, report: OwnedFd) -> Result<u8, LaunchError> {
@@ -155,6 +159,7 @@ fn exec_monitor(
     jail: &Jail,
     stamps: Stamps,
     parent_cpu_us: u64,
+    die_with: Option<Pid>,
 ) -> Result<Infallible, LaunchError> {
     let path = CString::new(format!("/{}", jail.exec_name)).map_err(|_| LaunchError::Nul)?;
     let mut argv = vec![CString::new(jail.exec_name.as_str()).map_err(|_| LaunchError::Nul)?];
@@ -178,6 +183,17 @@ fn exec_monitor(
         argv.push(CString::new(arg).map_err(|_| LaunchError::Nul)?);
     }
     privileges::drop_to(jail.uid, jail.gid)?;
+    if let Some(parent) = die_with {
+        // Set after the uid switch, which clears it; the check covers a parent that died
+        // before it was set.
+        set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| LaunchError::Sys("set the parent-death signal", e))?;
+        if getppid() != parent {
+            return Err(LaunchError::Child(
+                "the jailer died before the monitor started".into(),
+            ));
+        }
+    }
     let env: [CString; 0] = [];
     execve(&path, &argv, &env).map_err(|e| LaunchError::Sys("exec the monitor", e))
 }
