@@ -196,7 +196,7 @@ fn daemonized_jailer_returns_and_the_vm_runs() {
         .next()
         .unwrap()
         .split_whitespace()
-        .nth(4)
+        .nth(3) // after "pid (comm)": state ppid pgrp session
         .unwrap();
     assert_eq!(session, pid.to_string(), "a session of its own");
     for fd in 0..3 {

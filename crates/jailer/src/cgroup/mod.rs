@@ -36,8 +36,8 @@ pub enum CgroupError {
     Create(PathBuf, io::Error),
     #[error("cannot enable the {1} controller in {0}: {2}")]
     Enable(PathBuf, String, io::Error),
-    #[error("cannot write '{1}' to {0}: {2}")]
-    Write(PathBuf, String, io::Error),
+    #[error("--cgroup {1}={2}: the kernel refused it in {0}: {3}")]
+    Write(PathBuf, String, String, io::Error),
     #[error("cannot move the jailer into cgroup {0}: {1}")]
     Join(PathBuf, io::Error),
 }
@@ -101,9 +101,9 @@ impl CgroupPlan {
             }
             enable_controllers(&g.hierarchy, &g.path, &g.enable, undo)?;
             for s in &g.settings {
-                let file = g.hierarchy.join(&g.path).join(&s.file);
-                fs::write(&file, &s.value)
-                    .map_err(|e| CgroupError::Write(file, s.value.clone(), e))?;
+                let dir = g.hierarchy.join(&g.path);
+                fs::write(dir.join(&s.file), &s.value)
+                    .map_err(|e| CgroupError::Write(dir, s.file.clone(), s.value.clone(), e))?;
             }
             join(g, self.version, undo)?;
         }
