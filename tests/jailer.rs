@@ -102,7 +102,7 @@ fn jailed_guest_boots_and_pings_while_confined() {
     jailer.wait_for("EMBER-JAIL: up", 300);
     ns.ping("172.30.0.2");
     let pid = jailed_pid(&root, 10);
-    check_confined(pid, &root, &netns, &cgroups, &id);
+    check_confined(pid, &root, "vmlinux", &netns, &cgroups, &id);
     host.release_go();
     assert_eq!(jailer.wait(300), Some(0), "output:\n{}", jailer.console());
     let report = GuestReport::parse(&jailer.console());
@@ -110,7 +110,7 @@ fn jailed_guest_boots_and_pings_while_confined() {
 }
 
 /// What the host sees of the jailed monitor `pid`.
-fn check_confined(pid: u32, root: &Path, netns: &str, cgroups: &Cgroups, id: &str) {
+fn check_confined(pid: u32, root: &Path, placed: &str, netns: &str, cgroups: &Cgroups, id: &str) {
     let all = format!("{JAIL_ID} {JAIL_ID} {JAIL_ID} {JAIL_ID}");
     assert_eq!(status_field(pid, "Uid"), all);
     assert_eq!(status_field(pid, "Gid"), all);
@@ -125,7 +125,10 @@ fn check_confined(pid: u32, root: &Path, netns: &str, cgroups: &Cgroups, id: &st
         file_id(root),
         "its root is the jail"
     );
-    assert!(Path::new(&proc_root).join("vmlinux").exists());
+    assert!(
+        Path::new(&proc_root).join(placed).exists(),
+        "{placed} placed in the jail"
+    );
     for outside in ["etc/passwd", "proc", "sys", "usr", root.to_str().unwrap()] {
         let seen = Path::new(&proc_root).join(outside.trim_start_matches('/'));
         assert!(!seen.exists(), "{} is reachable from the jail", outside);
@@ -173,6 +176,45 @@ fn check_confined(pid: u32, root: &Path, netns: &str, cgroups: &Cgroups, id: &st
     assert!(line("Max file size").contains("1073741824"), "{limits}");
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     assert!(fds < 40, "{fds} descriptors open");
+}
+
+/// The same confinement without a guest, so it also runs where KVM cannot boot one (natively
+/// on this project's hosts: cgroup v1 there). SIGTERM to the jailer ends Ember cleanly.
+#[test]
+fn jailed_monitor_is_confined_without_a_guest() {
+    let tmp = TempDir::new("jail-api");
+    let id = format!("jail-{}", random_hex(4));
+    let root = prepare_jail(tmp.path(), &id, &[(Path::new("/etc/hostname"), "placed")]);
+    let ns = netlab::Netns::create(&[("tap0", "172.30.0.1/24")]);
+    let cgroups = Cgroups::of_this_machine();
+    let _cleanup = CgroupCleanup(cgroups.dirs("ember", &id));
+    let netns = format!("/run/netns/{}", ns.name);
+    let mut extra = vec![
+        "--new-pid-ns",
+        "--netns",
+        &netns,
+        "--resource-limit",
+        "fsize=1073741824",
+    ];
+    let cgroup_flags = cgroups.flags();
+    extra.extend(cgroup_flags.iter().map(String::as_str));
+    let mut jailer =
+        Running::spawn(Command::new(jailer_bin()).args(jailer_args(tmp.path(), &id, &extra)));
+    let socket = root.join("run/ember.socket");
+    wait_for_socket(&socket, 30);
+    let (status, body) = api_request(&socket, "GET", "/", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("\"id\":\"{id}\"")),
+        "the jailer passes --id: {body}"
+    );
+    let pid = jailed_pid(&root, 10);
+    check_confined(pid, &root, "placed", &netns, &cgroups, &id);
+    let _ = Command::new("kill")
+        .arg(jailer.child.id().to_string())
+        .status();
+    assert_eq!(jailer.wait(30), Some(0), "output:\n{}", jailer.console());
+    assert!(!socket.exists(), "Ember removed its socket on SIGTERM");
 }
 
 #[test]
