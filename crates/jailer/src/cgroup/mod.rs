@@ -3,10 +3,12 @@
 //! (one such folder per hierarchy a file needs) or v2.
 
 mod mounts;
+mod plan;
 
 use crate::args::CgroupSetting;
 use crate::undo::Undo;
 use mounts::{own_cgroup, Mounts};
+use plan::{plan_v1, plan_v2, read_words};
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -44,16 +46,16 @@ pub enum CgroupError {
 
 /// One cgroup to make (or join) and fill.
 #[derive(Debug, PartialEq, Eq)]
-struct Group {
+pub(super) struct Group {
     /// The hierarchy's mount point.
-    hierarchy: PathBuf,
+    pub(super) hierarchy: PathBuf,
     /// `<parent>/<id>`, relative to `hierarchy`.
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// v1: a controller of the hierarchy, to find this process's current cgroup there.
-    controller: Option<String>,
-    settings: Vec<CgroupSetting>,
+    pub(super) controller: Option<String>,
+    pub(super) settings: Vec<CgroupSetting>,
     /// v2: controllers to enable in every ancestor's `cgroup.subtree_control`.
-    enable: Vec<String>,
+    pub(super) enable: Vec<String>,
 }
 
 /// The checked cgroup work: which folders, which values.
@@ -97,7 +99,7 @@ impl CgroupPlan {
     pub fn apply(&self, undo: &mut Undo) -> Result<(), CgroupError> {
         for g in &self.groups {
             if !g.settings.is_empty() {
-                make_dirs(&g.hierarchy, &g.path, undo)?;
+                make_dirs(&g.hierarchy, &g.path, self.version, undo)?;
             }
             enable_controllers(&g.hierarchy, &g.path, &g.enable, undo)?;
             for s in &g.settings {
@@ -111,142 +113,33 @@ impl CgroupPlan {
     }
 }
 
-fn plan_v1(
-    mounts: &Mounts,
-    settings: &[CgroupSetting],
-    path: &Path,
-) -> Result<Vec<Group>, CgroupError> {
-    let mut groups: Vec<Group> = Vec::new();
-    for s in settings {
-        let controller = s.controller();
-        let h = mounts
-            .v1_for(controller)
-            .ok_or_else(|| CgroupError::NoV1Controller(s.file.clone(), controller.into()))?;
-        // Every cgroup of a v1 hierarchy has the same files: look in the nearest one.
-        if !nearest_existing(&h.mount, path).join(&s.file).is_file() {
-            return Err(CgroupError::NoFile(s.file.clone(), 1));
-        }
-        match groups.iter_mut().find(|g| g.hierarchy == h.mount) {
-            Some(g) => g.settings.push(s.clone()),
-            None => groups.push(Group {
-                hierarchy: h.mount.clone(),
-                path: path.to_path_buf(),
-                controller: Some(controller.to_string()),
-                settings: vec![s.clone()],
-                enable: Vec::new(),
-            }),
-        }
-    }
-    Ok(groups)
-}
-
-fn plan_v2(
-    mounts: &Mounts,
-    settings: &[CgroupSetting],
-    parent: &Path,
-    id: &str,
-) -> Result<Vec<Group>, CgroupError> {
-    let root = mounts.v2.clone().ok_or(CgroupError::NoV2)?;
-    if settings.is_empty() {
-        // Without values, an existing parent cgroup is joined as it is (and a missing one
-        // is no error): the operator prepared it.
-        let exists = !parent.as_os_str().is_empty() && root.join(parent).is_dir();
-        return Ok(exists
-            .then(|| v2_group(&root, parent.to_path_buf(), Vec::new(), Vec::new()))
-            .into_iter()
-            .collect());
-    }
-    let available = read_words(&root.join("cgroup.controllers"));
-    let mut enable: Vec<String> = Vec::new();
-    for s in settings {
-        let controller = s.controller().to_string();
-        check_v2_file(&root, parent, s, &available)?;
-        if available.contains(&controller) && !enable.contains(&controller) {
-            enable.push(controller);
-        }
-    }
-    Ok(vec![v2_group(
-        &root,
-        parent.join(id),
-        settings.to_vec(),
-        enable,
-    )])
-}
-
-fn v2_group(
-    root: &Path,
-    path: PathBuf,
-    settings: Vec<CgroupSetting>,
-    enable: Vec<String>,
-) -> Group {
-    Group {
-        hierarchy: root.to_path_buf(),
-        path,
-        controller: None,
-        settings,
-        enable,
-    }
-}
-
-/// A v2 file is checked where it can be seen: in the nearest existing cgroup on the way to
-/// the new one or in a child of the root that has its controller; a controller's files only
-/// appear in cgroups whose parent enabled it, so one that no cgroup shows yet is checked
-/// by the kernel when the value is written (and the jailer then undoes everything).
-fn check_v2_file(
-    root: &Path,
-    parent: &Path,
-    s: &CgroupSetting,
-    available: &[String],
-) -> Result<(), CgroupError> {
-    let controller = s.controller();
-    if nearest_existing(root, parent).join(&s.file).is_file() {
-        return Ok(());
-    }
-    if controller != "cgroup" && !available.iter().any(|c| c == controller) {
-        return Err(CgroupError::NoV2Controller {
-            file: s.file.clone(),
-            controller: controller.to_string(),
-            mount: root.to_path_buf(),
-            available: available.join(" "),
-        });
-    }
-    let children = fs::read_dir(root).into_iter().flatten().flatten();
-    let mut seen = std::iter::once(nearest_existing(root, parent))
-        .chain(children.map(|e| e.path()))
-        .filter(|d| d.is_dir() && d != root)
-        .filter(|d| {
-            read_words(&d.join("cgroup.controllers"))
-                .iter()
-                .any(|c| c == controller)
-        });
-    match seen.next() {
-        Some(dir) if !dir.join(&s.file).is_file() => Err(CgroupError::NoFile(s.file.clone(), 2)),
-        _ => Ok(()),
-    }
-}
-
-/// The deepest existing folder on the way from `root` to `root/path`.
-fn nearest_existing(root: &Path, path: &Path) -> PathBuf {
-    path.ancestors()
-        .map(|p| root.join(p))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| root.to_path_buf())
-}
-
-fn read_words(file: &Path) -> Vec<String> {
-    let text = fs::read_to_string(file).unwrap_or_default();
-    text.split_whitespace().map(str::to_string).collect()
-}
-
-fn make_dirs(root: &Path, path: &Path, undo: &mut Undo) -> Result<(), CgroupError> {
+fn make_dirs(root: &Path, path: &Path, version: u8, undo: &mut Undo) -> Result<(), CgroupError> {
     let mut dir = root.to_path_buf();
     for part in path.components() {
+        let parent = dir.clone();
         dir.push(part);
         match fs::create_dir(&dir) {
             Ok(()) => undo.created_dir(&dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(CgroupError::Create(dir, e)),
         }
+        if version == 1 {
+            inherit_cpuset(&parent, &dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes: nothing could run in it
+/// and no child could be given any. It gets its parent's, as v2 does by itself.
+fn inherit_cpuset(parent: &Path, dir: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let Ok(value) = fs::read_to_string(parent.join(file)) else {
+            continue; // not the cpuset hierarchy
+        };
+        fs::write(dir.join(file), value.trim()).map_err(|e| {
+            CgroupError::Write(dir.to_path_buf(), file.into(), value.trim().into(), e)
+        })?;
     }
     Ok(())
 }
@@ -317,6 +210,9 @@ mod tests {
     #[test]
     fn nearest_existing_walks_up() {
         let root = std::env::temp_dir();
-        assert_eq!(nearest_existing(&root, Path::new("no/such/dir")), root);
+        assert_eq!(
+            plan::nearest_existing(&root, Path::new("no/such/dir")),
+            root
+        );
     }
 }
