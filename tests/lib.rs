@@ -20,6 +20,7 @@
 
 pub mod ember;
 pub mod hostile;
+pub mod jail;
 
 use std::ffi::OsStr;
 use std::fmt;
