@@ -15,6 +15,7 @@ pub mod disk;
 pub mod input;
 pub mod legacy_devices;
 pub mod mmio_registers;
+pub mod snapshot_state;
 pub mod virtio_block;
 
 /// The seed inputs generated from code, per target: `(target, file name, bytes)`. The

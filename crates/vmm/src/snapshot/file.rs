@@ -65,14 +65,7 @@ pub enum StateFileError {
 /// Writes `state` to a new file at `path` (replacing one that is there).
 pub fn write_state<T: Serialize>(path: &Path, state: &T) -> Result<(), StateFileError> {
     let name = || path.display().to_string();
-    let payload = serde_json::to_vec(state).map_err(StateFileError::Encode)?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&[0, 0]);
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    let bytes = encode_state(state)?;
     let mut file = std::fs::File::create(path).map_err(|source| StateFileError::Create {
         path: name(),
         source,
@@ -92,56 +85,73 @@ pub fn read_state<T: DeserializeOwned>(path: &Path) -> Result<T, StateFileError>
         path: name(),
         source,
     })?;
-    let read_error = |source| StateFileError::Read {
-        path: name(),
-        source,
-    };
-    let mut header = Vec::with_capacity(HEADER_LEN);
+    let mut bytes = Vec::new();
     (&file)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut header)
-        .map_err(read_error)?;
-    if header.len() < MAGIC.len() || header[..MAGIC.len()] != MAGIC {
-        return Err(StateFileError::Magic { path: name() });
-    }
-    if header.len() < HEADER_LEN {
-        let found = header.len() as u64;
-        let promised = HEADER_LEN as u64;
-        return Err(StateFileError::Truncated {
+        .take(HEADER_LEN as u64 + MAX_PAYLOAD)
+        .read_to_end(&mut bytes)
+        .map_err(|source| StateFileError::Read {
             path: name(),
-            promised,
-            found,
+            source,
+        })?;
+    decode_state(&bytes, &name())
+}
+
+/// The state in `bytes`, the whole of a state file called `name` (for errors): the header
+/// checked first (magic, version, length, checksum), then the payload decoded.
+pub fn decode_state<T: DeserializeOwned>(bytes: &[u8], name: &str) -> Result<T, StateFileError> {
+    let path = || name.to_string();
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(StateFileError::Magic { path: path() });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(StateFileError::Truncated {
+            path: path(),
+            promised: HEADER_LEN as u64,
+            found: bytes.len() as u64,
         });
     }
+    let (header, payload) = bytes.split_at(HEADER_LEN);
     let found = u16::from_le_bytes([header[8], header[9]]);
     if found != FORMAT_VERSION {
         return Err(StateFileError::Version {
-            path: name(),
+            path: path(),
             found,
         });
     }
     let promised = u64::from_le_bytes(header[12..20].try_into().unwrap_or_default());
     let checksum = u32::from_le_bytes(header[20..24].try_into().unwrap_or_default());
-    let mut payload = Vec::new();
-    (&file)
-        .take(promised.min(MAX_PAYLOAD))
-        .read_to_end(&mut payload)
-        .map_err(read_error)?;
     if payload.len() as u64 != promised {
-        let found = payload.len() as u64;
         return Err(StateFileError::Truncated {
-            path: name(),
+            path: path(),
             promised,
-            found,
+            found: payload.len() as u64,
         });
     }
-    if crc32fast::hash(&payload) != checksum {
-        return Err(StateFileError::Checksum { path: name() });
+    if crc32fast::hash(payload) != checksum {
+        return Err(StateFileError::Checksum { path: path() });
     }
-    serde_json::from_slice(&payload).map_err(|source| StateFileError::Decode {
-        path: name(),
+    serde_json::from_slice(payload).map_err(|source| StateFileError::Decode {
+        path: path(),
         source,
     })
+}
+
+/// The bytes of a state file holding `state` (what [`write_state`] writes).
+pub fn encode_state<T: Serialize>(state: &T) -> Result<Vec<u8>, StateFileError> {
+    let payload = serde_json::to_vec(state).map_err(StateFileError::Encode)?;
+    Ok(frame_payload(&payload))
+}
+
+/// `payload` behind a valid header: a state file as far as the header can tell.
+pub fn frame_payload(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0]);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 #[cfg(test)]

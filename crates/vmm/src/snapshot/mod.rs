@@ -6,6 +6,9 @@ pub mod file;
 pub mod memory;
 mod vm;
 
-pub use file::{read_state, write_state, StateFileError, FORMAT_VERSION};
+pub use file::{
+    decode_state, encode_state, frame_payload, read_state, write_state, StateFileError,
+    FORMAT_VERSION,
+};
 pub use memory::{layout, map_memory_file, write_memory, MemoryRange, SnapshotMemoryError};
 pub use vm::{create_snapshot, load_snapshot, SnapshotError, VmSnapshot};
