@@ -116,6 +116,7 @@ pub fn build_microvm(
     let reset_request = devices.attach_legacy(&mut wiring, &legacy)?;
     virtio::attach_drives(&mut devices, &mut wiring, config.drives())?;
     virtio::attach_network_interfaces(&mut devices, &mut wiring, config.network_interfaces())?;
+    virtio::attach_vsock(&mut devices, &mut wiring, config.vsock())?;
     virtio::attach_entropy(&mut devices, &mut wiring, config.entropy())?;
 
     let cmdline =

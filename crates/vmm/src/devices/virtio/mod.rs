@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod vsock;
 
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -36,6 +37,7 @@ pub use mmio::{
 };
 pub use net::{Net, NetError};
 pub use rng::Rng;
+pub use vsock::{Vsock, VsockError};
 
 /// Feature bit every modern (virtio 1.x) device offers.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
