@@ -427,16 +427,28 @@ fn vsock_and_entropy_are_put_and_shown_in_the_vm_config() {
     let put = |path: &str, body: &str| call(&sock, "PUT", path, body);
     let (status, body) = put("/vsock", r#"{"guest_cid": 2, "uds_path": "/tmp/x.sock"}"#);
     assert_eq!(status, 400);
-    assert!(body.contains("Vsock config error: guest_cid 2 is invalid"), "{body}");
+    assert!(
+        body.contains("Vsock config error: guest_cid 2 is invalid"),
+        "{body}"
+    );
     let (status, body) = put("/vsock", r#"{"guest_cid": 4294967296, "uds_path": "/x"}"#);
     assert!(status == 400 && body.contains("4294967296"), "{body}");
-    let missing = format!(r#"{{"guest_cid": 3, "uds_path": "{}/no/v.sock"}}"#, dir.display());
+    let missing = format!(
+        r#"{{"guest_cid": 3, "uds_path": "{}/no/v.sock"}}"#,
+        dir.display()
+    );
     let (status, body) = put("/vsock", &missing);
-    assert!(status == 400 && body.contains("folder does not exist"), "{body}");
+    assert!(
+        status == 400 && body.contains("folder does not exist"),
+        "{body}"
+    );
     let good = format!(r#"{{"guest_cid": 3, "uds_path": "{}"}}"#, uds.display());
     assert_eq!(put("/vsock", &good).0, 204);
     let (status, body) = put("/vsock", &good);
-    assert!(status == 400 && body.contains("already configured"), "{body}");
+    assert!(
+        status == 400 && body.contains("already configured"),
+        "{body}"
+    );
     let limited = r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#;
     let (status, body) = put("/entropy", limited);
     assert!(status == 400 && body.contains("rate_limiter"), "{body}");
