@@ -2,6 +2,7 @@
 //! and the device end to end against real Unix sockets in a temporary folder, with rings
 //! laid out by hand (the guest side) and hostile packets.
 
+mod connection;
 mod harness;
 mod hostile;
 mod packet;
