@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 use std::ops::Bound;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,9 @@ pub enum GuestPacketOutcome {
 pub struct Muxer {
     guest_cid: u64,
     uds_path: PathBuf,
+    /// `(device, inode)` of the socket file this muxer bound, so that only that file is
+    /// removed when the muxer goes.
+    bound_file: Option<(u64, u64)>,
     listener: UnixListener,
     epoll: Epoll,
     conns: BTreeMap<ConnKey, (u64, Connection)>,
@@ -75,6 +79,9 @@ impl Muxer {
             source,
         })?;
         listener.set_nonblocking(true).map_err(VsockError::Socket)?;
+        let bound_file = std::fs::symlink_metadata(uds_path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
         let epoll = Epoll::new().map_err(VsockError::Epoll)?;
         let event = EpollEvent::new(EventSet::IN, LISTENER_TOKEN);
         epoll
@@ -83,6 +90,7 @@ impl Muxer {
         Ok(Muxer {
             guest_cid,
             uds_path: uds_path.to_path_buf(),
+            bound_file,
             listener,
             epoll,
             conns: BTreeMap::new(),
@@ -414,6 +422,20 @@ impl Muxer {
     /// The state of connection `key`, for tests and metrics.
     pub fn state_of(&self, key: ConnKey) -> Option<State> {
         self.conns.get(&key).map(|(_, c)| c.state)
+    }
+}
+
+impl Drop for Muxer {
+    /// Removes the socket file it made (a VM that failed to build, or a device torn
+    /// down), so that the same uds_path can be used again; a file someone put there since
+    /// is left alone.
+    fn drop(&mut self) {
+        let current = std::fs::symlink_metadata(&self.uds_path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        if current.is_some() && current == self.bound_file {
+            let _ = std::fs::remove_file(&self.uds_path);
+        }
     }
 }
 

@@ -159,4 +159,19 @@ fn a_taken_socket_path_is_refused() {
     };
     let error = Vsock::new(&config).err().unwrap().to_string();
     assert!(error.contains("cannot listen on uds_path"), "{error}");
+    // The device that bound it removes its socket file when it goes, and only that.
+    let uds = s.uds.clone();
+    drop(s);
+    assert!(!uds.exists());
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let config = crate::config::VsockConfig {
+        vsock_id: None,
+        guest_cid: 3,
+        uds_path: dir.as_path().join("v.sock"),
+    };
+    let vsock = Vsock::new(&config).unwrap();
+    std::fs::remove_file(&config.uds_path).unwrap();
+    std::fs::write(&config.uds_path, b"someone else's").unwrap();
+    drop(vsock);
+    assert!(config.uds_path.exists());
 }
