@@ -3,7 +3,8 @@
 //! `cargo test` (stable, no libFuzzer) replay every seed and every saved crash input, and
 //! check that the generated seeds in `corpus/` are current.
 //!
-//! The structured targets (`virtio_block`, `mmio_registers`, `legacy_devices`) read their
+//! The structured targets (`virtio_block`, `mmio_registers`, `legacy_devices`,
+//! `vsock_packets`) read their
 //! input as a small byte program through [`input::Reader`]: a stream of opcodes with
 //! little-endian operands, short reads padded with zeros, so every byte string is a valid
 //! program and seeds can be written with [`input::Writer`] (see `seeds()` in each module).
@@ -17,15 +18,17 @@ pub mod legacy_devices;
 pub mod mmio_registers;
 pub mod snapshot_state;
 pub mod virtio_block;
+pub mod vsock_packets;
 
 /// The seed inputs generated from code, per target: `(target, file name, bytes)`. The
 /// `api_request` and `config_json` seeds are hand-written files instead.
 pub fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut seeds = Vec::new();
-    let targets: [SeedMaker; 3] = [
+    let targets: [SeedMaker; 4] = [
         ("virtio_block", virtio_block::seeds),
         ("mmio_registers", mmio_registers::seeds),
         ("legacy_devices", legacy_devices::seeds),
+        ("vsock_packets", vsock_packets::seeds),
     ];
     for (target, make) in targets {
         for (name, bytes) in make() {
@@ -45,12 +48,13 @@ pub type SeedMaker = (&'static str, fn() -> Seeds);
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("virtio_block", virtio_block::run),
     ("mmio_registers", mmio_registers::run),
     ("api_request", api_request::run),
     ("config_json", config_json::run),
     ("legacy_devices", legacy_devices::run),
+    ("vsock_packets", vsock_packets::run),
 ];
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ mod error;
 mod resources;
 
 use crate::config::{
-    BootSourceConfig, CreateSnapshotConfig, DriveConfig, DriveUpdate, LoadSnapshotConfig,
-    LoggerConfig, MachineConfig, MachineConfigUpdate, MetricsConfig, NetworkInterfaceConfig,
-    NetworkInterfaceUpdate, VmConfig,
+    BootSourceConfig, CreateSnapshotConfig, DriveConfig, DriveUpdate, EntropyConfig,
+    LoadSnapshotConfig, LoggerConfig, MachineConfig, MachineConfigUpdate, MetricsConfig,
+    NetworkInterfaceConfig, NetworkInterfaceUpdate, VmConfig, VsockConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::Sender;
@@ -52,6 +52,10 @@ pub enum VmmAction {
     InsertNetworkInterface(NetworkInterfaceConfig),
     /// `PATCH /network-interfaces/{id}`: update a running interface's rate limiters.
     PatchNetworkInterface(NetworkInterfaceUpdate),
+    /// `PUT /vsock`: the VM's vsock device (one at most).
+    SetVsock(VsockConfig),
+    /// `PUT /entropy`: the VM's entropy device (a second PUT replaces the first).
+    SetEntropy(EntropyConfig),
     /// `PUT /actions` `InstanceStart`: build and boot the VM.
     StartInstance,
     /// `PUT /actions` `SendCtrlAltDel`: press Ctrl+Alt+Del on the guest's i8042.
@@ -98,6 +102,7 @@ impl VmmAction {
                 ActionPhase::PreBootOnly
             }
             LoadSnapshot(_) => ActionPhase::PreBootOnly,
+            SetVsock(_) | SetEntropy(_) => ActionPhase::PreBootOnly,
             PatchDrive(_) | PatchNetworkInterface(_) | SendCtrlAltDel | Pause | Resume => {
                 ActionPhase::PostBootOnly
             }
@@ -117,6 +122,8 @@ impl VmmAction {
             InsertNetworkInterface(_) | PatchNetworkInterface(_) => {
                 Some(Resource::NetworkInterface)
             }
+            SetVsock(_) => Some(Resource::Vsock),
+            SetEntropy(_) => Some(Resource::Entropy),
             ConfigureMetrics(_) | FlushMetrics => Some(Resource::Metrics),
             ConfigureLogger(_) => Some(Resource::Logger),
             StartInstance => Some(Resource::StartMicrovm),

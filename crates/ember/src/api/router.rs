@@ -8,16 +8,7 @@ use vmm::config::{
 use vmm::rpc::VmmAction;
 
 /// Firecracker resources Ember does not serve.
-pub const UNSUPPORTED: &[&str] = &[
-    "balloon",
-    "cpu-config",
-    "entropy",
-    "hotplug",
-    "mmds",
-    "pmem",
-    "serial",
-    "vsock",
-];
+pub const UNSUPPORTED: &[&str] = &["balloon", "cpu-config", "hotplug", "mmds", "pmem", "serial"];
 
 /// A request that names no action; `Display` is the `fault_message` (HTTP 400).
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +96,8 @@ fn route_put(tokens: &[&str], body: &[u8]) -> Result<Option<VmmAction>, RouteErr
         ["logger"] => VmmAction::ConfigureLogger(json(body)?),
         ["snapshot", "create"] => VmmAction::CreateSnapshot(json(body)?),
         ["snapshot", "load"] => VmmAction::LoadSnapshot(json(body)?),
+        ["vsock"] => VmmAction::SetVsock(json(body)?),
+        ["entropy"] => VmmAction::SetEntropy(json(body)?),
         ["drives"] | ["network-interfaces"] => return Err(RouteError::EmptyId),
         ["drives", id] => VmmAction::InsertDrive(with_id(id, body, |d: &DriveConfig| &d.drive_id)?),
         ["network-interfaces", id] => {
@@ -290,10 +283,25 @@ mod tests {
 
     #[test]
     fn unimplemented_firecracker_resources_say_so() {
-        for path in ["/balloon", "/mmds", "/vsock"] {
+        for path in ["/balloon", "/mmds"] {
             let message = fault("PUT", path, "{}");
             assert_eq!(message, format!("{path} is not supported by Ember."));
         }
+    }
+
+    #[test]
+    fn vsock_and_entropy_are_put() {
+        let body = br#"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#;
+        let Ok(VmmAction::SetVsock(vsock)) = route("PUT", "/vsock", body) else {
+            panic!("not routed to SetVsock");
+        };
+        assert_eq!((vsock.guest_cid, vsock.vsock_id), (3, None));
+        let Ok(VmmAction::SetEntropy(entropy)) = route("PUT", "/entropy", b"{}") else {
+            panic!("not routed to SetEntropy");
+        };
+        assert_eq!(entropy.rate_limiter, None);
+        assert!(fault("PUT", "/vsock", r#"{"guest_cid": -1, "uds_path": "/v"}"#).contains("-1"));
+        assert!(fault("GET", "/vsock", "").starts_with("Invalid request method"));
     }
 
     #[test]

@@ -416,3 +416,48 @@ fn clients_in_the_middle_of_requests_are_not_evicted() {
     thread::sleep(Duration::from_millis(100));
     assert_eq!(call(&sock, "GET", "/version", "").0, 200);
 }
+
+#[test]
+fn vsock_and_entropy_are_put_and_shown_in_the_vm_config() {
+    let sock = serve();
+    let dir = std::env::temp_dir().join(format!("ember-api-vsock-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let uds = dir.join("v.sock");
+    let put = |path: &str, body: &str| call(&sock, "PUT", path, body);
+    let (status, body) = put("/vsock", r#"{"guest_cid": 2, "uds_path": "/tmp/x.sock"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("Vsock config error: guest_cid 2 is invalid"),
+        "{body}"
+    );
+    let (status, body) = put("/vsock", r#"{"guest_cid": 4294967296, "uds_path": "/x"}"#);
+    assert!(status == 400 && body.contains("4294967296"), "{body}");
+    let missing = format!(
+        r#"{{"guest_cid": 3, "uds_path": "{}/no/v.sock"}}"#,
+        dir.display()
+    );
+    let (status, body) = put("/vsock", &missing);
+    assert!(
+        status == 400 && body.contains("folder does not exist"),
+        "{body}"
+    );
+    let good = format!(r#"{{"guest_cid": 3, "uds_path": "{}"}}"#, uds.display());
+    assert_eq!(put("/vsock", &good).0, 204);
+    let (status, body) = put("/vsock", &good);
+    assert!(
+        status == 400 && body.contains("already configured"),
+        "{body}"
+    );
+    let limited = r#"{"rate_limiter": {"bandwidth": {"size": 1, "refill_time": 1}}}"#;
+    let (status, body) = put("/entropy", limited);
+    assert!(status == 400 && body.contains("rate_limiter"), "{body}");
+    assert_eq!(put("/entropy", r#"{"rate_limiter": null}"#).0, 204);
+    let (status, body) = call(&sock, "GET", "/vm/config", "");
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["vsock"]["guest_cid"], 3);
+    assert_eq!(config["vsock"]["uds_path"], uds.to_str().unwrap());
+    assert_eq!(config["entropy"], serde_json::json!({}));
+    let _ = fs::remove_dir_all(&dir);
+}

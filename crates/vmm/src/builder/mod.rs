@@ -188,6 +188,8 @@ fn attach_devices(
     let reset_request = devices.attach_legacy(&mut wiring, &legacy)?;
     virtio::attach_drives(&mut devices, &mut wiring, config.drives())?;
     virtio::attach_network_interfaces(&mut devices, &mut wiring, config.network_interfaces())?;
+    virtio::attach_vsock(&mut devices, &mut wiring, config.vsock())?;
+    virtio::attach_entropy(&mut devices, &mut wiring, config.entropy())?;
     Ok(Machinery {
         devices,
         pio_bus,

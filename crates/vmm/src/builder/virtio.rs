@@ -1,9 +1,9 @@
 //! The virtio devices a configuration asks for, attached through the device manager.
 
 use super::BuildError;
-use crate::config::{DriveConfig, NetworkInterfaceConfig};
+use crate::config::{DriveConfig, EntropyConfig, NetworkInterfaceConfig, VsockConfig};
 use crate::device_manager::{DeviceKind, DeviceManager, Wiring};
-use crate::devices::virtio::{Block, Net};
+use crate::devices::virtio::{Block, Net, Rng, Vsock};
 
 /// The `root=` argument for the root drive (it is attached first, so it is `/dev/vda`).
 pub fn root_cmdline_arg(drive: &DriveConfig) -> String {
@@ -41,6 +41,32 @@ pub fn attach_network_interfaces(
     for iface in ifaces {
         let net = Net::new(iface).map_err(|e| BuildError::Virtio(e.to_string()))?;
         devices.attach_virtio(wiring, DeviceKind::Net, &iface.iface_id, Box::new(net))?;
+    }
+    Ok(())
+}
+
+/// Attaches the entropy device, if one is configured (its rate limiter was refused at
+/// validation, so there is nothing to build from the config yet).
+pub fn attach_entropy(
+    devices: &mut DeviceManager,
+    wiring: &mut Wiring,
+    entropy: Option<&EntropyConfig>,
+) -> Result<(), BuildError> {
+    if entropy.is_some() {
+        devices.attach_virtio(wiring, DeviceKind::Rng, "rng", Box::new(Rng::new()))?;
+    }
+    Ok(())
+}
+
+/// Attaches the vsock device, if one is configured; binds its `uds_path` now.
+pub fn attach_vsock(
+    devices: &mut DeviceManager,
+    wiring: &mut Wiring,
+    vsock: Option<&VsockConfig>,
+) -> Result<(), BuildError> {
+    if let Some(config) = vsock {
+        let device = Vsock::new(config).map_err(|e| BuildError::Virtio(e.to_string()))?;
+        devices.attach_virtio(wiring, DeviceKind::Vsock, "vsock", Box::new(device))?;
     }
     Ok(())
 }

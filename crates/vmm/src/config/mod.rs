@@ -5,6 +5,7 @@
 
 mod boot_source;
 mod drive;
+mod entropy;
 mod logger;
 mod machine;
 mod metrics;
@@ -13,6 +14,7 @@ mod rate_limiter;
 mod snapshot;
 mod unsupported;
 mod valid;
+mod vsock;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,7 @@ pub use drive::{
     refuse_second_root, valid_partuuid, validate_drives, with_drive, CacheType, DriveConfig,
     DriveError, DriveUpdate,
 };
+pub use entropy::{EntropyConfig, EntropyError};
 pub use logger::{LogLevel, LoggerConfig, UnknownLogLevel};
 pub use machine::{
     host_memory_mib, MachineConfig, MachineConfigError, MachineConfigUpdate, MAX_VCPUS,
@@ -39,6 +42,7 @@ pub use snapshot::{
 };
 pub use unsupported::UnsupportedSection;
 pub use valid::ValidVmConfig;
+pub use vsock::{VsockConfig, VsockConfigError, FIRST_GUEST_CID, LAST_GUEST_CID};
 
 /// The largest `--config-file` read; a config with a hundred drives is a few tens of KiB.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
@@ -60,6 +64,10 @@ pub enum ConfigError {
     #[error(transparent)]
     NetworkInterface(#[from] NetworkInterfaceError),
     #[error(transparent)]
+    Entropy(#[from] EntropyError),
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
+    #[error(transparent)]
     Unsupported(#[from] UnsupportedSection),
 }
 
@@ -77,6 +85,12 @@ pub struct VmConfig {
     pub network_interfaces: Vec<NetworkInterfaceConfig>,
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// The virtio-vsock device, if any (at most one, as in Firecracker).
+    #[serde(default)]
+    pub vsock: Option<VsockConfig>,
+    /// The virtio-rng device, if any.
+    #[serde(default)]
+    pub entropy: Option<EntropyConfig>,
     /// Sections Ember does not serve yet: see `unsupported.rs`. (They stay fields here, not
     /// a flattened struct, because serde cannot flatten with `deny_unknown_fields`.)
     #[serde(default)]
@@ -85,10 +99,6 @@ pub struct VmConfig {
     pub cpu_config: Option<serde_json::Value>,
     #[serde(rename = "mmds-config", default)]
     pub mmds_config: Option<serde_json::Value>,
-    #[serde(default)]
-    pub vsock: Option<serde_json::Value>,
-    #[serde(default)]
-    pub entropy: Option<serde_json::Value>,
     #[serde(default)]
     pub pmem: Vec<serde_json::Value>,
     #[serde(rename = "memory-hotplug", default)]
@@ -115,6 +125,12 @@ impl VmConfig {
         self.machine_config.validate()?;
         validate_drives(&self.drives)?;
         validate_network_interfaces(&self.network_interfaces)?;
+        if let Some(vsock) = &self.vsock {
+            vsock.validate()?;
+        }
+        if let Some(entropy) = &self.entropy {
+            entropy.validate()?;
+        }
         Ok(ValidVmConfig::new(boot.clone(), self.clone()))
     }
 }

@@ -266,8 +266,8 @@ fn firecracker_sections_show_as_null_and_are_refused_when_set() {
     assert_eq!(json["pmem"], serde_json::json!([]));
     let mut config = VmConfig::from_json(&json.to_string()).unwrap();
     config.validate().unwrap();
-    config.vsock = Some(serde_json::json!({"guest_cid": 3, "uds_path": "/v.sock"}));
-    assert_eq!(refused(&config), UnsupportedSection("vsock").to_string());
+    config.balloon = Some(serde_json::json!({"amount_mib": 1}));
+    assert_eq!(refused(&config), UnsupportedSection("balloon").to_string());
 }
 
 #[test]
@@ -315,4 +315,52 @@ fn mtus_below_68_are_refused() {
     assert!(config.validate().is_ok());
     let too_big = r#"{"iface_id":"eth0","host_dev_name":"tap0","mtu":65536}"#;
     assert!(serde_json::from_str::<NetworkInterfaceConfig>(too_big).is_err());
+}
+
+#[test]
+fn entropy_refuses_a_rate_limiter_by_name() {
+    let mut config = minimal();
+    config.entropy = Some(EntropyConfig::default());
+    config.validate().unwrap();
+    let parsed: EntropyConfig = serde_json::from_str(r#"{"rate_limiter": null}"#).unwrap();
+    parsed.validate().unwrap();
+    config.entropy = serde_json::from_str(r#"{"rate_limiter": {"bandwidth": {}}}"#).unwrap();
+    assert!(refused(&config).contains("rate_limiter"));
+    assert!(serde_json::from_str::<EntropyConfig>(r#"{"rate": 1}"#).is_err());
+}
+
+#[test]
+fn vsock_cids_and_paths_are_checked() {
+    let vsock = |cid: u64, path: &str| VsockConfig {
+        vsock_id: None,
+        guest_cid: cid,
+        uds_path: PathBuf::from(path),
+    };
+    for cid in [0, 1, 2, u64::from(u32::MAX), 1 << 32] {
+        let error = vsock(cid, "/tmp/v.sock").validate().unwrap_err();
+        assert_eq!(error, VsockConfigError::BadCid(cid));
+        assert!(error.to_string().contains(&cid.to_string()));
+    }
+    vsock(3, "/tmp/v.sock").validate().unwrap();
+    vsock(u64::from(u32::MAX) - 1, "v.sock").validate().unwrap();
+    assert_eq!(vsock(3, "").validate(), Err(VsockConfigError::EmptyPath));
+    let long = format!("/tmp/{}", "x".repeat(100));
+    assert!(matches!(
+        vsock(3, &long).validate(),
+        Err(VsockConfigError::PathTooLong(_))
+    ));
+    assert!(matches!(
+        vsock(3, "/no/such/folder/v.sock").check_host_path(),
+        Err(VsockConfigError::MissingFolder(_))
+    ));
+    assert!(matches!(
+        vsock(3, "/").check_host_path(),
+        Err(VsockConfigError::PathTaken(_))
+    ));
+    let json = r#"{"guest_cid": 3, "uds_path": "/tmp/v.sock", "vsock_id": "vsock0"}"#;
+    let parsed: VsockConfig = serde_json::from_str(json).unwrap();
+    assert_eq!(parsed.vsock_id.as_deref(), Some("vsock0"));
+    let mut config = minimal();
+    config.vsock = Some(vsock(2, "/tmp/v.sock"));
+    assert!(refused(&config).contains("guest_cid 2"));
 }

@@ -1,5 +1,5 @@
-//! Firecracker's sections for devices and features Ember does not have yet (balloon, vsock,
-//! entropy, ...). `GET /vm/config` shows each as null (or `[]`), as Firecracker shows what is
+//! Firecracker's sections for devices and features Ember does not have yet (balloon, MMDS,
+//! pmem, ...). `GET /vm/config` shows each as null (or `[]`), as Firecracker shows what is
 //! not configured, so clients that read every key keep working, and a config file may hold
 //! them so; a section that asks for something is refused by name. A device that gets
 //! implemented moves out of here into a file of its own.
@@ -17,8 +17,6 @@ pub(super) fn refuse_unsupported(config: &VmConfig) -> Result<(), UnsupportedSec
         ("balloon", &config.balloon),
         ("cpu-config", &config.cpu_config),
         ("mmds-config", &config.mmds_config),
-        ("vsock", &config.vsock),
-        ("entropy", &config.entropy),
         ("memory-hotplug", &config.memory_hotplug),
     ];
     for (name, section) in sections {

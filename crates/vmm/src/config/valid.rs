@@ -2,7 +2,7 @@
 //! check again, and cannot be handed anything unchecked.
 
 use super::{BootSourceConfig, DriveConfig, LoggerConfig, MachineConfig, MetricsConfig};
-use super::{NetworkInterfaceConfig, VmConfig};
+use super::{EntropyConfig, NetworkInterfaceConfig, VmConfig, VsockConfig};
 
 /// Made only by [`VmConfig::validate`]; its boot source is therefore always there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +37,14 @@ impl ValidVmConfig {
 
     pub fn metrics(&self) -> Option<&MetricsConfig> {
         self.rest.metrics.as_ref()
+    }
+
+    pub fn vsock(&self) -> Option<&VsockConfig> {
+        self.rest.vsock.as_ref()
+    }
+
+    pub fn entropy(&self) -> Option<&EntropyConfig> {
+        self.rest.entropy.as_ref()
     }
 
     pub fn logger(&self) -> Option<&LoggerConfig> {

@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub enum DeviceKind {
     Block,
     Net,
+    Vsock,
+    Rng,
 }
 
 impl DeviceKind {
@@ -40,6 +42,8 @@ impl DeviceKind {
         match self {
             DeviceKind::Block => "block",
             DeviceKind::Net => "net",
+            DeviceKind::Vsock => "vsock",
+            DeviceKind::Rng => "entropy",
         }
     }
 }
@@ -195,7 +199,13 @@ impl DeviceManager {
     /// Every virtio device's counters, by kind then id, for a metrics line.
     pub fn metrics(&self) -> Map<String, Value> {
         let mut sections = Map::new();
-        for kind in [DeviceKind::Block, DeviceKind::Net] {
+        let kinds = [
+            DeviceKind::Block,
+            DeviceKind::Net,
+            DeviceKind::Vsock,
+            DeviceKind::Rng,
+        ];
+        for kind in kinds {
             sections.insert(kind.metrics_section().into(), Value::Object(Map::new()));
         }
         for entry in &self.virtio {

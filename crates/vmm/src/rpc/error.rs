@@ -18,6 +18,8 @@ pub enum Resource {
     MachineConfig,
     Drive,
     NetworkInterface,
+    Vsock,
+    Entropy,
     Metrics,
     Logger,
     StartMicrovm,
@@ -32,6 +34,8 @@ impl std::fmt::Display for Resource {
             Resource::MachineConfig => "Machine config error",
             Resource::Drive => "Drive config error",
             Resource::NetworkInterface => "Network config error",
+            Resource::Vsock => "Vsock config error",
+            Resource::Entropy => "Entropy device error",
             Resource::Metrics => "Metrics error",
             Resource::Logger => "Logger error",
             Resource::StartMicrovm => "Start microvm error",
@@ -139,5 +143,7 @@ from_resource_error!(
     crate::config::BootSourceError,
     crate::config::MachineConfigError,
     crate::config::DriveError,
-    crate::config::NetworkInterfaceError
+    crate::config::NetworkInterfaceError,
+    crate::config::VsockConfigError,
+    crate::config::EntropyError
 );

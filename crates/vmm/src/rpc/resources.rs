@@ -3,9 +3,9 @@
 
 use super::{Resource, VmmAction, VmmActionError, VmmData, VmmResponse};
 use crate::config::{
-    self, BootSourceConfig, ConfigError, DriveConfig, DriveUpdate, MachineConfig,
+    self, BootSourceConfig, ConfigError, DriveConfig, DriveUpdate, EntropyConfig, MachineConfig,
     MachineConfigUpdate, MetricsConfig, NetworkInterfaceConfig, NetworkInterfaceUpdate,
-    ValidVmConfig, VmConfig,
+    ValidVmConfig, VmConfig, VsockConfig, VsockConfigError,
 };
 
 /// Owns the `VmConfig` of a VM, and applies configuration actions to it.
@@ -68,6 +68,8 @@ impl VmResources {
             InsertDrive(drive) => self.insert_drive(drive),
             InsertNetworkInterface(iface) => self.insert_network_interface(iface),
             ConfigureMetrics(metrics) => self.set_metrics(metrics),
+            SetVsock(vsock) => self.set_vsock(vsock),
+            SetEntropy(entropy) => self.set_entropy(entropy),
             PatchDrive(_)
             | PatchNetworkInterface(_)
             | SendCtrlAltDel
@@ -159,6 +161,23 @@ impl VmResources {
             other => other.into(),
         });
         checked.map_err(|e| e.about(Resource::StartMicrovm))
+    }
+
+    /// Refuses a second device and a socket path that cannot be bound, so that a refused
+    /// request changes nothing and the start does not fail on it later.
+    fn set_vsock(&mut self, vsock: &VsockConfig) -> Result<(), VmmActionError> {
+        if self.config.vsock.is_some() {
+            return Err(VsockConfigError::AlreadyConfigured.into());
+        }
+        vsock.check_host_path()?;
+        self.config.vsock = Some(vsock.clone());
+        Ok(())
+    }
+
+    fn set_entropy(&mut self, entropy: &EntropyConfig) -> Result<(), VmmActionError> {
+        entropy.validate()?;
+        self.config.entropy = Some(entropy.clone());
+        Ok(())
     }
 
     fn set_metrics(&mut self, metrics: &MetricsConfig) -> Result<(), VmmActionError> {

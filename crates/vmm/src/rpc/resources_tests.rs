@@ -445,3 +445,59 @@ fn drive_files_are_checked_at_the_put() {
     assert!(apply(&mut cfg, InsertDrive(dir)).is_err());
     assert!(cfg.config().drives.is_empty());
 }
+
+#[test]
+fn vsock_is_put_once_with_a_free_socket_path() {
+    let mut cfg = VmResources::default();
+    let files = Files::new();
+    let vsock = |cid: u64, path: PathBuf| crate::config::VsockConfig {
+        vsock_id: None,
+        guest_cid: cid,
+        uds_path: path,
+    };
+    let fault = |cfg: &mut VmResources, action| apply(cfg, action).unwrap_err().to_string();
+    let message = fault(&mut cfg, SetVsock(vsock(2, files.path("v.sock"))));
+    assert!(
+        message.starts_with("Vsock config error: guest_cid 2"),
+        "{message}"
+    );
+    let message = fault(&mut cfg, SetVsock(vsock(3, files.path("no/v.sock"))));
+    assert!(message.contains("folder does not exist"), "{message}");
+    let message = fault(&mut cfg, SetVsock(vsock(3, files.path("vmlinux"))));
+    assert!(message.contains("already taken"), "{message}");
+    assert_eq!(cfg.config().vsock, None);
+    let good = vsock(3, files.path("v.sock"));
+    assert_eq!(
+        apply(&mut cfg, SetVsock(good.clone())).unwrap(),
+        VmmData::Empty
+    );
+    let message = fault(&mut cfg, SetVsock(vsock(4, files.path("w.sock"))));
+    assert!(message.contains("already configured"), "{message}");
+    assert_eq!(cfg.config().vsock.as_ref(), Some(&good));
+    assert!(matches!(
+        SetVsock(good).check_allowed(true),
+        Err(VmmActionError::NotSupportedAfterStart)
+    ));
+}
+
+#[test]
+fn entropy_is_put_without_a_rate_limiter() {
+    let mut cfg = VmResources::default();
+    let limited = crate::config::EntropyConfig {
+        rate_limiter: Some(serde_json::json!({"ops": {"size": 1}})),
+    };
+    let message = apply(&mut cfg, SetEntropy(limited))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with("Entropy device error: rate_limiter"),
+        "{message}"
+    );
+    assert_eq!(cfg.config().entropy, None);
+    let plain = crate::config::EntropyConfig::default();
+    assert_eq!(
+        apply(&mut cfg, SetEntropy(plain.clone())).unwrap(),
+        VmmData::Empty
+    );
+    assert_eq!(cfg.config().entropy.as_ref(), Some(&plain));
+}

@@ -7,7 +7,8 @@ use crate::builder::{build_microvm_for_restore, BuildError, BuildOptions};
 use crate::config::{
     ConfigError, CreateSnapshotConfig, LoadSnapshotParams, SnapshotConfigError, VmConfig,
 };
-use crate::device_manager::{DeviceManagerError, DevicesState};
+use crate::device_manager::{DeviceKind, DeviceManagerError, DevicesState};
+use crate::devices::virtio::vsock::Vsock;
 use crate::event_loop::VmmEventManager;
 use crate::microvm::{MicroVm, MicroVmError, VcpusAndVmState, VmState};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,12 @@ pub fn load_snapshot(
         .restore_vcpus_and_vm(&snapshot.vcpus_and_vm)
         .map_err(SnapshotError::RestoreVcpus)?;
     microvm.devices().restore(&snapshot.devices)?;
+    // The guest's vsock connections ended with the process that saved it: its driver must
+    // hear so (a VM without vsock has no such device: nothing to do).
+    let reset = |vsock: &mut Vsock| vsock.send_transport_reset();
+    let _ = microvm
+        .devices()
+        .with_device(DeviceKind::Vsock, "vsock", reset);
     Ok((microvm, config))
 }
 
