@@ -177,3 +177,34 @@ def ratios(medians, what="Ratio of medians"):
     if medians.get(EMBER) is None or not parts:
         return f"{what}: - (no Ember or peer figures)"
     return f"{what}, " + "; ".join(parts)
+
+
+# Hand-written notes below this line in an output file are kept when a tool rewrites it.
+NOTES_MARK = "<!-- Generated above by the benchmark tool; notes below are kept on rewrite. -->"
+
+
+def write_report(path, text):
+    """Writes a generated report (which ends with NOTES_MARK), keeping the hand-written
+    notes that followed the mark in the existing file."""
+    path = Path(path)
+    notes = ""
+    try:
+        old = path.read_text()
+        if NOTES_MARK in old:
+            notes = old.split(NOTES_MARK, 1)[1].lstrip("\n")
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n" + ("\n" + notes if notes else ""))
+
+
+def git_tree(repo=REPO):
+    """Short commit of the tree, and whether crates/ differ from it."""
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--",
+                                "crates"]).returncode != 0
+        return rev + (" + uncommitted changes in crates/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
