@@ -166,7 +166,10 @@ def load_lines(start, end):
 
 
 def ratio(a, b):
-    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+    """a / b to 2 decimals (2 significant digits below 0.1), '-' without data."""
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}" if a / b >= 0.095 else f"{a / b:.2g}"
 
 
 def ratios(medians, what="Ratio of medians"):
