@@ -3,6 +3,7 @@
 pub mod kvm;
 pub mod memory;
 mod msrs;
+mod state_error;
 pub mod vcpu;
 pub mod vcpu_state;
 pub mod vm;

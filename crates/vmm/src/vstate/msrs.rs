@@ -1,7 +1,7 @@
 //! Which MSRs a vCPU's saved state holds, and reading and writing them in the chunks KVM
 //! takes (KVM_GET_MSRS/KVM_SET_MSRS handle at most KVM_MAX_MSR_ENTRIES at a time).
 
-use super::vcpu_state::{kvm, VcpuStateError};
+use super::state_error::{kvm, VcpuStateError};
 use kvm_bindings::{kvm_msr_entry, Msrs, KVM_MAX_MSR_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd};
 

@@ -5,6 +5,8 @@
 //! `Clone`/`PartialEq` get thin wrappers here.
 
 use super::msrs::{read_msrs, write_msrs};
+use super::state_error::kvm;
+pub use super::state_error::VcpuStateError;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_debugregs, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs,
     kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, CpuId, KVM_MAX_CPUID_ENTRIES,
@@ -17,33 +19,6 @@ pub use super::msrs::msrs_to_save;
 /// The LAPIC's current-count register: a reading of a running timer, not state.
 const APIC_TMCCT: usize = 0x390;
 pub(super) const MSR_IA32_TSC: u32 = 0x10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum VcpuStateError {
-    #[error("{0} failed: {1}")]
-    Kvm(&'static str, #[source] kvm_ioctls::Error),
-    #[error("cannot size an MSR or CPUID list: {0:?}")]
-    List(vmm_sys_util::fam::Error),
-    #[error("KVM did not accept MSR {index:#x} (after {written} of {wanted})")]
-    PartialMsrs {
-        index: u32,
-        written: usize,
-        wanted: usize,
-    },
-    #[error("a vCPU's state is saved or restored only while it is paused")]
-    NotPaused,
-}
-
-impl From<vmm_sys_util::fam::Error> for VcpuStateError {
-    fn from(e: vmm_sys_util::fam::Error) -> Self {
-        VcpuStateError::List(e)
-    }
-}
-
-/// Names the ioctl in the error, since every KVM failure is just an errno.
-pub(super) fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuStateError {
-    move |e| VcpuStateError::Kvm(op, e)
-}
 
 /// The 4 KiB area KVM_GET_XSAVE fills: x87/SSE (so no separate KVM_GET_FPU is needed: it
 /// would be a subset of this) and every XSAVE component the guest's XCR0 enables. Ember
