@@ -11,12 +11,9 @@ use crate::devices::virtio::device::ActivateError;
 /// One queue: what the driver wrote, and the device's next available and used indices.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
-    pub max_size: u16,
-    pub size: u32,
-    pub ready: bool,
-    pub desc_table: u64,
-    pub avail_ring: u64,
-    pub used_ring: u64,
+    /// What the driver wrote into the queue's registers.
+    #[serde(flatten)]
+    pub config: QueueConfig,
     pub next_avail: u16,
     pub next_used: u16,
 }
@@ -73,12 +70,7 @@ impl MmioTransport {
                 .and_then(|p| p.get(index).copied())
                 .unwrap_or((0, 0));
             QueueState {
-                max_size: q.max_size,
-                size: q.size,
-                ready: q.ready,
-                desc_table: q.desc_table,
-                avail_ring: q.avail_ring,
-                used_ring: q.used_ring,
+                config: *q,
                 next_avail,
                 next_used,
             }
@@ -105,14 +97,8 @@ impl MmioTransport {
     pub fn restore(&mut self, state: &MmioState) -> Result<(), MmioStateError> {
         self.check_restorable(state)?;
         for (config, saved) in self.queues.iter_mut().zip(&state.queues) {
-            *config = QueueConfig {
-                max_size: config.max_size,
-                size: saved.size,
-                ready: saved.ready,
-                desc_table: saved.desc_table,
-                avail_ring: saved.avail_ring,
-                used_ring: saved.used_ring,
-            };
+            // The maximum size is the device's, checked equal above.
+            *config = saved.config;
         }
         self.status = state.status;
         self.device_features_sel = state.device_features_sel;
@@ -143,8 +129,8 @@ impl MmioTransport {
             return Err(MmioStateError::QueueCount { saved, actual });
         }
         for (index, (queue, saved)) in self.queues.iter().zip(&state.queues).enumerate() {
-            if queue.max_size != saved.max_size {
-                let (saved, actual) = (saved.max_size, queue.max_size);
+            if queue.max_size != saved.config.max_size {
+                let (saved, actual) = (saved.config.max_size, queue.max_size);
                 return Err(MmioStateError::QueueMaxSize {
                     index,
                     saved,

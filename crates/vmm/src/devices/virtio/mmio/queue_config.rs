@@ -17,7 +17,7 @@ pub enum QueueConfigError {
 }
 
 /// The raw register values of one queue, as the driver wrote them.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     pub max_size: u16,
     pub size: u32,
